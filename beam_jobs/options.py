@@ -1,0 +1,66 @@
+"""Flags shared by the jobs; everything a job does not know goes to Beam's PipelineOptions."""
+
+import argparse
+import logging
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_jobs import splits
+
+
+class UsageError(ValueError):
+    """A flag or input the user must fix; jobs exit with status 2 on it."""
+
+
+def comma_list(values):
+    """Flattens a repeatable, comma-separated flag (`--input a,b --input c`)."""
+    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+
+
+def add_input_output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        help="Input file pattern; repeatable or comma-separated; globs and .gz work.",
+    )
+    parser.add_argument("--output_dir", required=True, help="Directory for all outputs.")
+
+
+def add_split_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split_ratios",
+        default="80,10,10",
+        type=splits.parse_ratios,
+        help="Weights of the train,eval,test splits (default 80,10,10).",
+    )
+    parser.add_argument(
+        "--num_shards", type=int, default=1, help="TFRecord files per split (default 1)."
+    )
+    parser.add_argument(
+        "--compression",
+        choices=("none", "gzip"),
+        default="none",
+        help="Compression of the TFRecord files (default none).",
+    )
+
+
+def parse(parser: argparse.ArgumentParser, argv):
+    """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does."""
+    known_args, pipeline_args = parser.parse_known_args(argv)
+    if getattr(known_args, "num_shards", 1) < 1:
+        parser.error("--num_shards must be at least 1")
+    # The code lives in an installed package, so workers import it: no main session to pickle.
+    options = PipelineOptions(pipeline_args, save_main_session=False)
+    return known_args, options
+
+
+def run_main(run) -> None:
+    """Entry point for `python -m`: INFO logs, and exit status 2 with a readable message on UsageError."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    try:
+        run()
+    except UsageError as error:
+        logging.error("%s", error)
+        raise SystemExit(2) from None

@@ -1,0 +1,173 @@
+"""Deterministic, atomic job outputs.
+
+Records are written into a hidden staging directory inside the output directory, each shard
+sorted by a stable key so the same input gives the same bytes on any runner and any number
+of workers. Only when the pipeline succeeds are the files moved into place, and
+`run_summary.json` is written last: a directory without it is not a complete output.
+"""
+
+import collections
+import json
+import logging
+import posixpath
+import time
+import uuid
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+RUN_SUMMARY = "run_summary.json"
+COUNTS_FILE = "_counts.json"
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def shard_name(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
+    return f"{prefix}-{shard:05d}-of-{num_shards:05d}{suffix}"
+
+
+def tfrecord_suffix(compression: str) -> str:
+    return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+
+
+def write_tfrecords(path: str, records: Iterable[bytes], compression: str) -> None:
+    import tensorflow as tf  # Heavy; imported where the worker writes.
+
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if compression == "gzip" else "")
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def write_lines(path: str, records: Iterable[bytes]) -> None:
+    with FileSystems.create(path) as handle:
+        for record in records:
+            handle.write(record + b"\n")
+
+
+def _write_shard(keyed_batches, directory: str, file_names: Dict, write: Callable) -> Tuple:
+    key, batches = keyed_batches
+    rows = sorted(row for batch in batches for row in batch)
+    write(join(directory, file_names[key]), (record for _, record in rows))
+    return key, len(rows)
+
+
+class WriteSortedShards(beam.PTransform):
+    """Writes `((key), [(sort_key, bytes), ...])` batches to one file per key, sorted by sort_key.
+
+    `file_names` maps every key to its file name, so empty shards are written too. The
+    output PCollection holds `(key, record_count)` per file.
+    """
+
+    def __init__(self, directory: str, file_names: Dict, write: Callable):
+        super().__init__()
+        self._directory, self._file_names, self._write = directory, dict(file_names), write
+
+    def expand(self, keyed_batches):
+        every_key = (
+            keyed_batches.pipeline
+            | "EveryShard" >> beam.Create(sorted((key, []) for key in self._file_names))
+        )
+        return (
+            (keyed_batches, every_key)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
+        )
+
+
+def merge_counts(counts: Iterable[Dict[str, int]]) -> Dict[str, int]:
+    total = collections.Counter()
+    for count in counts:
+        total.update(count)
+    return dict(total)
+
+
+class WriteCounts(beam.PTransform):
+    """Sums `{name: n}` dicts into one JSON file the launcher reads for run_summary.json."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._path = join(directory, COUNTS_FILE)
+
+    def expand(self, counts):
+        def write(total):
+            with FileSystems.create(self._path) as handle:
+                handle.write(json.dumps(total, sort_keys=True).encode())
+
+        return counts | "SumCounts" >> beam.CombineGlobally(merge_counts) | "WriteCounts" >> beam.Map(write)
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def _list_files(directory: str) -> List[str]:
+    if not _exists(directory):
+        return []
+    return sorted(m.path for m in FileSystems.match([join(directory, "**")])[0].metadata_list)
+
+
+class StagedOutput:
+    """Context manager: stage into `DIR/.incomplete-<id>/`, publish on success, clean up on failure.
+
+    `owned_globs` name the previous run's files (relative to DIR) that a new run replaces;
+    nothing else in DIR is touched.
+    """
+
+    def __init__(self, output_dir: str, owned_globs: Sequence[str]):
+        self.output_dir = output_dir.rstrip("/") or "/"
+        self.staging_dir = join(self.output_dir, f".incomplete-{uuid.uuid4().hex[:12]}")
+        self._owned_globs = list(owned_globs)
+        self.started = time.time()
+
+    def __enter__(self):
+        FileSystems.mkdirs(self.staging_dir)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if _exists(self.staging_dir):
+            FileSystems.delete([self.staging_dir])
+        if exc_type is not None:
+            logging.error("Run failed; nothing was published to %s (staging removed).", self.output_dir)
+        return False
+
+    def read_counts(self) -> Dict[str, int]:
+        path = join(self.staging_dir, COUNTS_FILE)
+        if not _exists(path):
+            return {}
+        with FileSystems.open(path) as handle:
+            counts = json.loads(handle.read())
+        FileSystems.delete([path])
+        return counts
+
+    def staged_path(self, relative: str) -> str:
+        return join(self.staging_dir, relative)
+
+    def publish(self, summary: dict) -> str:
+        """Replaces the previous run's files with the staged ones; run_summary.json comes last."""
+        summary_path = join(self.output_dir, RUN_SUMMARY)
+        if _exists(summary_path):
+            FileSystems.delete([summary_path])
+        old = [
+            m.path
+            for pattern in self._owned_globs
+            for m in FileSystems.match([join(self.output_dir, pattern)])[0].metadata_list
+        ]
+        if old:
+            FileSystems.delete(sorted(set(old)))
+        staged = _list_files(self.staging_dir)
+        prefix = self.staging_dir.rstrip("/") + "/"
+        targets = [join(self.output_dir, path[len(prefix):]) for path in staged]
+        for target in targets:
+            parent = posixpath.dirname(target)
+            if not _exists(parent):
+                FileSystems.mkdirs(parent)
+        FileSystems.rename(staged, targets)
+        summary = dict(summary, seconds=round(time.time() - self.started, 3))
+        with FileSystems.create(summary_path) as handle:
+            handle.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        return summary_path

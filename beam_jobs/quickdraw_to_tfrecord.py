@@ -1,0 +1,417 @@
+"""QuickDraw ndjson strokes -> rasterized tf.train.Example TFRecords, split train/eval/test.
+
+Reads the *simplified* and the *raw* ndjson formats (detected per record, or forced with
+`--format`), rasterizes every drawing to an anti-aliased `img_{N}` bitmap and writes
+
+    DIR/{train,eval,test}-SSSSS-of-NNNNN.tfrecord[.gz]   Examples (transforms.quickdraw.features)
+    DIR/labels.txt                                      class names; line index = label
+    DIR/dead_letter/dead_letter-00000-of-00001.jsonl    rejected lines: file, line, reason
+    DIR/samples.png                                     a contact sheet of samples per class
+    DIR/run_summary.json                                counts; written last, when all is in place
+
+Splits are a hash of `key_id`, shards are sorted: the same input and flags give the same
+bytes on any runner and any number of workers.
+
+DirectRunner (default):
+    python -m beam_jobs.quickdraw_to_tfrecord --input 'data/*.ndjson' --output_dir out/qd
+
+Two local worker processes:
+    ... --direct_num_workers=2 --direct_running_mode=multi_processing
+
+Flink (a local cluster, SDK harness in this process):
+    ... --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK
+
+Dataflow:
+    ... --input 'gs://BUCKET/quickdraw/*.ndjson' --output_dir gs://BUCKET/qd \\
+        --runner=DataflowRunner --project=PROJECT --region=REGION \\
+        --temp_location=gs://BUCKET/tmp --setup_file=./setup.py
+"""
+
+import argparse
+import logging
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import contact_sheet, dead_letters, inputs, options, outputs, rasterize, splits, strokes
+from beam_jobs.progress import Progress
+from transforms.quickdraw import features
+
+_JOB = "quickdraw_to_tfrecord"
+SAMPLES_PER_CLASS = 6
+_LOGGED_REJECTIONS = 10
+
+
+class DrawingBatch(NamedTuple):
+    """Parsed, rasterized drawings of one input batch, column by column."""
+
+    sort_keys: List[tuple]  # (hash of key_id, key_id, file, line): the order inside a shard.
+    key_ids: List[str]
+    words: List[str]
+    countrycodes: List[str]
+    timestamps: List[str]
+    recognized: np.ndarray  # int64 0/1
+    images: np.ndarray  # (n, size, size) uint8
+    ink: List[np.ndarray]  # (points, 3) float32 each
+    split: np.ndarray  # index into splits.SPLIT_NAMES
+    shard: np.ndarray
+
+    def take(self, rows: Sequence[int]) -> "DrawingBatch":
+        def pick(column):
+            return column[rows] if isinstance(column, np.ndarray) else [column[i] for i in rows]
+
+        return DrawingBatch(*(pick(column) for column in self))
+
+
+class ParseDrawingsFn(beam.DoFn):
+    """LineBatch -> DrawingBatch; rejected lines to DEAD_LETTER_TAG, counts to COUNTS_TAG."""
+
+    DEAD_LETTER_TAG = "dead_letters"
+    COUNTS_TAG = "counts"
+
+    def __init__(self, *, source_format, max_points, rdp_epsilon, image_size, line_width,
+                 recognized_only, categories, split_ratios, num_shards):
+        self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
+        self._image_size, self._line_width = image_size, line_width
+        self._recognized_only = recognized_only
+        self._categories = frozenset(categories) if categories else None
+        self._split_ratios, self._num_shards = split_ratios, num_shards
+
+    def setup(self):
+        self._rejections = dead_letters.RejectionCounters(_JOB)
+        self._read = beam.metrics.Metrics.counter(_JOB, "read")
+        self._logged = 0
+        self._progress = Progress(_JOB, "lines")
+
+    def _keep(self, drawing: strokes.Drawing) -> bool:
+        if self._recognized_only and not drawing.recognized:
+            return False
+        return self._categories is None or drawing.word in self._categories
+
+    def process(self, batch: inputs.LineBatch):
+        counts: Dict[str, int] = {"read": len(batch.lines)}
+        kept: List[Tuple[int, strokes.Drawing]] = []
+        for offset, line in enumerate(batch.lines):
+            if not line.strip():
+                counts["blank"] = counts.get("blank", 0) + 1
+                continue
+            number = batch.first_line + offset
+            try:
+                drawing = strokes.parse_drawing(line, self._source_format, self._max_points, self._rdp_epsilon)
+            except strokes.Rejected as rejected:
+                letter = dead_letters.dead_letter(batch.path, number, rejected.reason, rejected.detail, line)
+                self._reject(letter, counts)
+                yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
+                continue
+            if self._keep(drawing):
+                kept.append((number, drawing))
+            else:
+                counts["filtered"] = counts.get("filtered", 0) + 1
+        self._read.inc(len(batch.lines))
+        self._progress.add(len(batch.lines))
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        if kept:
+            yield self._to_batch(batch.path, kept)
+
+    def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
+        key = "rejected." + letter["reason"]
+        counts[key] = counts.get(key, 0) + 1
+        self._rejections.inc(letter["reason"])
+        if self._logged < _LOGGED_REJECTIONS:
+            self._logged += 1
+            suffix = " (further rejections are counted, not logged)" if self._logged == _LOGGED_REJECTIONS else ""
+            logging.warning("Rejected %s%s", dead_letters.describe(letter), suffix)
+
+    def _to_batch(self, path: str, kept: List[Tuple[int, strokes.Drawing]]) -> DrawingBatch:
+        key_bytes = [d.key_id.encode() for _, d in kept]
+        return DrawingBatch(
+            sort_keys=[(splits.key_hash(k), d.key_id, path, n) for k, (n, d) in zip(key_bytes, kept)],
+            key_ids=[d.key_id for _, d in kept],
+            words=[d.word for _, d in kept],
+            countrycodes=[d.countrycode for _, d in kept],
+            timestamps=[d.timestamp for _, d in kept],
+            recognized=np.array([d.recognized for _, d in kept], dtype=np.int64),
+            images=np.stack([
+                rasterize.rasterize(d.strokes, self._image_size, self._line_width) for _, d in kept
+            ]),
+            ink=[strokes.ink(d.strokes) for _, d in kept],
+            split=np.array([splits.split_index(k, self._split_ratios) for k in key_bytes], dtype=np.int8),
+            shard=np.array([splits.shard_index(k, self._num_shards) for k in key_bytes], dtype=np.int32),
+        )
+
+
+def _list_column(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values if isinstance(values, pa.Array) else pa.array(values))
+
+
+def _bytes_column(values: List[str]) -> pa.Array:
+    return _list_column(pa.array([v.encode() for v in values], type=pa.binary()), np.ones(len(values), np.int32))
+
+
+def to_record_batch(batch: DrawingBatch, labels: np.ndarray, image_size: int) -> pa.RecordBatch:
+    """Columns for tfx_bsl's Example encoder: one list per feature and row."""
+    n = len(batch.key_ids)
+    pixels = batch.images.reshape(n, -1).astype(np.int64).reshape(-1)
+    points = np.array([len(i) for i in batch.ink], dtype=np.int64)
+    ink = np.concatenate(batch.ink).reshape(-1) if n else np.zeros(0, np.float32)
+    ones = np.ones(n, np.int32)
+    columns = {
+        features.image_key(image_size): _list_column(pixels, np.full(n, image_size * image_size, np.int32)),
+        features.LABEL_KEY: _list_column(labels.astype(np.int64), ones),
+        features.WORD_KEY: _bytes_column(batch.words),
+        features.COUNTRYCODE_KEY: _bytes_column(batch.countrycodes),
+        features.KEY_ID_KEY: _bytes_column(batch.key_ids),
+        features.RECOGNIZED_KEY: _list_column(batch.recognized, ones),
+        features.TIMESTAMP_KEY: _bytes_column(batch.timestamps),
+        features.INK_KEY: _list_column(ink, (points * 3).astype(np.int32)),
+        features.INK_SHAPE_KEY: _list_column(np.stack([points, np.full(n, 3)], axis=1).reshape(-1),
+                                             np.full(n, 2, np.int32)),
+    }
+    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+
+
+class EncodeExamplesFn(beam.DoFn):
+    """DrawingBatch -> ((split, shard), [(sort_key, serialized Example)]) per shard it touches.
+
+    Side inputs: the class list, and per class the largest sort key kept by
+    `--max_per_category` (absent when there is no such cap).
+    """
+
+    COUNTS_TAG = "counts"
+    SAMPLES_TAG = "samples"
+
+    def __init__(self, image_size: int):
+        self._image_size = image_size
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+
+    def process(self, batch: DrawingBatch, class_list: List[str], caps: Dict[str, tuple]):
+        rows = [i for i, (word, key) in enumerate(zip(batch.words, batch.sort_keys))
+                if word not in caps or key <= caps[word]]
+        counts = {"filtered": len(batch.words) - len(rows)}
+        batch = batch.take(rows)
+        index = {word: i for i, word in enumerate(class_list)}
+        labels = np.array([index[word] for word in batch.words], dtype=np.int64)
+        encoded = self._encoder.encode(to_record_batch(batch, labels, self._image_size))
+        by_shard: Dict[tuple, list] = {}
+        for split, shard, key, example in zip(batch.split, batch.shard, batch.sort_keys, encoded):
+            by_shard.setdefault((splits.SPLIT_NAMES[split], int(shard)), []).append((key, example))
+        for shard_key, rows_ in by_shard.items():
+            counts["written." + shard_key[0]] = counts.get("written." + shard_key[0], 0) + len(rows_)
+            yield shard_key, rows_
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        firsts: Dict[str, list] = {}
+        for i in np.argsort(np.array([k[0] for k in batch.sort_keys], dtype=np.uint64), kind="stable"):
+            chosen = firsts.setdefault(batch.words[i], [])
+            if len(chosen) < SAMPLES_PER_CLASS:
+                chosen.append(i)
+                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (batch.words[i], (batch.sort_keys[i], batch.images[i])))
+
+
+class DrawingsResult(NamedTuple):
+    examples: beam.PCollection  # ((split, shard), [(sort_key, serialized Example)])
+    dead_letters: beam.PCollection  # dead letter dicts
+    counts: beam.PCollection  # {name: n} dicts to sum
+    class_list: beam.PCollection  # one sorted list of class names
+    samples: beam.PCollection  # (word, [(sort_key, image)]) with the first SAMPLES_PER_CLASS
+
+
+class DrawingsToExamples(beam.PTransform):
+    """LineBatch elements -> Examples by shard, dead letters, counts, classes and samples.
+
+        result = line_batches | DrawingsToExamples(image_size=28, split_ratios=(.8, .1, .1))
+        result.examples | outputs.WriteSortedShards(...)
+    """
+
+    def __init__(self, *, image_size: int = features.DEFAULT_IMAGE_SIZE, line_width: int = 1,
+                 source_format: str = strokes.AUTO, max_points: int = strokes.DEFAULT_MAX_POINTS,
+                 rdp_epsilon: float = strokes.DEFAULT_RDP_EPSILON, recognized_only: bool = False,
+                 categories: Optional[Sequence[str]] = None, max_per_category: Optional[int] = None,
+                 split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
+        super().__init__()
+        if not rasterize.MIN_SIZE <= image_size <= rasterize.MAX_SIZE:
+            raise options.UsageError(f"--image_size must be in {rasterize.MIN_SIZE}..{rasterize.MAX_SIZE}, got {image_size}")
+        if not 1 <= line_width <= image_size // 4:
+            raise options.UsageError(f"--line_width must be in 1..{image_size // 4} at image size {image_size}")
+        if source_format not in strokes.FORMATS:
+            raise options.UsageError(f"--format must be one of {strokes.FORMATS}, got {source_format!r}")
+        if max_points < 1:
+            raise options.UsageError("--max_points must be at least 1")
+        if max_per_category is not None and max_per_category < 1:
+            raise options.UsageError("--max_per_category must be at least 1")
+        self._image_size = image_size
+        self._categories = sorted(set(categories)) if categories else None
+        self._max_per_category = max_per_category
+        self._parse = ParseDrawingsFn(
+            source_format=source_format, max_points=max_points, rdp_epsilon=rdp_epsilon,
+            image_size=image_size, line_width=line_width, recognized_only=recognized_only,
+            categories=self._categories, split_ratios=split_ratios, num_shards=num_shards)
+
+    def expand(self, line_batches):
+        parsed = line_batches | "ParseAndRasterize" >> beam.ParDo(self._parse).with_outputs(
+            ParseDrawingsFn.DEAD_LETTER_TAG, ParseDrawingsFn.COUNTS_TAG, main="drawings")
+        drawings = parsed.drawings
+        if self._categories is not None:
+            class_list = line_batches.pipeline | "GivenClasses" >> beam.Create([self._categories])
+        else:
+            class_list = (
+                drawings
+                | "BatchWords" >> beam.Map(lambda batch: set(batch.words))
+                | "AllWords" >> beam.CombineGlobally(lambda sets: set().union(*sets))
+                | "SortWords" >> beam.Map(sorted)
+            )
+        if self._max_per_category is not None:
+            caps = (
+                drawings
+                | "SortKeysByWord" >> beam.FlatMap(lambda batch: zip(batch.words, batch.sort_keys))
+                | "FirstPerWord" >> beam.combiners.Top.SmallestPerKey(self._max_per_category)
+                | "LastKeptKey" >> beam.MapTuple(lambda word, keys: (word, keys[-1]))
+            )
+        else:
+            caps = line_batches.pipeline | "NoCaps" >> beam.Create([])
+        encoded = drawings | "EncodeExamples" >> beam.ParDo(
+            EncodeExamplesFn(self._image_size),
+            class_list=pvalue.AsSingleton(class_list),
+            caps=pvalue.AsDict(caps),
+        ).with_outputs(EncodeExamplesFn.COUNTS_TAG, EncodeExamplesFn.SAMPLES_TAG, main="examples")
+        samples = encoded.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
+            SAMPLES_PER_CLASS, key=lambda pair: pair[0])
+        counts = (parsed.counts, encoded.counts) | "AllCounts" >> beam.Flatten()
+        return DrawingsResult(encoded.examples, parsed.dead_letters, counts, class_list, samples)
+
+
+def _write_labels(class_list: List[str], path: str) -> None:
+    with FileSystems.create(path) as handle:
+        handle.write("".join(word + "\n" for word in class_list).encode())
+
+
+def _write_contact_sheet(samples: List[tuple], path: str) -> None:
+    images = {word: [image for _, image in pairs] for word, pairs in samples}
+    with FileSystems.create(path) as handle:
+        handle.write(contact_sheet.contact_sheet(images, SAMPLES_PER_CLASS))
+
+
+def read_categories(value: Optional[str]) -> Optional[List[str]]:
+    """`--categories`: a comma-separated list, or the path of a file with one name per line."""
+    if not value:
+        return None
+    if FileSystems.exists(value):
+        with FileSystems.open(value) as handle:
+            names = [line.strip() for line in handle.read().decode("utf-8").splitlines()]
+    else:
+        names = [name.strip() for name in value.split(",")]
+    names = [name for name in names if name]
+    if not names:
+        raise options.UsageError(f"--categories {value!r} names no category")
+    return names
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    options.add_input_output_args(parser)
+    options.add_split_args(parser)
+    parser.add_argument("--format", dest="source_format", choices=strokes.FORMATS, default=strokes.AUTO,
+                        help="ndjson format; auto detects it per record (default).")
+    parser.add_argument("--image_size", type=int, default=features.DEFAULT_IMAGE_SIZE,
+                        help="Bitmap side in pixels, 8..512 (default 64; feature img_{N}).")
+    parser.add_argument("--line_width", type=int, default=1, help="Stroke width in pixels (default 1).")
+    parser.add_argument("--max_points", type=int, default=strokes.DEFAULT_MAX_POINTS,
+                        help="Reject drawings with more points than this (default 20000).")
+    parser.add_argument("--rdp_epsilon", type=float, default=strokes.DEFAULT_RDP_EPSILON,
+                        help="Ramer-Douglas-Peucker epsilon for raw strokes; 0 turns it off (default 2.0).")
+    parser.add_argument("--recognized_only", action="store_true", help="Keep only recognized drawings.")
+    parser.add_argument("--categories", help="Keep only these words: comma-separated, or a file of names.")
+    parser.add_argument("--max_per_category", type=int,
+                        help="Keep at most N drawings per word (those with the smallest key_id hash).")
+    return options.parse(parser, argv)
+
+
+def run(argv=None) -> dict:
+    """Runs the job; returns the run summary (also written to DIR/run_summary.json)."""
+    args, pipeline_options = parse_args(argv)
+    paths = inputs.expand_patterns(options.comma_list(args.input))
+    categories = read_categories(args.categories)
+    to_examples = DrawingsToExamples(
+        image_size=args.image_size, line_width=args.line_width, source_format=args.source_format,
+        max_points=args.max_points, rdp_epsilon=args.rdp_epsilon, recognized_only=args.recognized_only,
+        categories=categories, max_per_category=args.max_per_category,
+        split_ratios=args.split_ratios, num_shards=args.num_shards)
+    suffix = outputs.tfrecord_suffix(args.compression)
+    owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [
+        features.LABELS_FILE, "samples.png", dead_letters.DEAD_LETTER_DIR + "/*"]
+    logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
+                 f"{inputs.total_size(paths):,}", args.output_dir)
+    with outputs.StagedOutput(args.output_dir, owned) as staged:
+        example_files = {
+            (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
+            for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
+        }
+        letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
+        FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            result = pipeline | "ReadNdjson" >> inputs.ReadLineBatches(paths) | "DrawingsToExamples" >> to_examples
+            _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+                staged.staging_dir, example_files,
+                lambda path, records: outputs.write_tfrecords(path, records, args.compression))
+            _ = (
+                result.dead_letters
+                | "KeyDeadLetters" >> beam.Map(lambda letter: (0, [(dead_letters.sort_key(letter), dead_letters.encode(letter))]))
+                | "WriteDeadLetters" >> outputs.WriteSortedShards(staged.staging_dir, letter_file, outputs.write_lines)
+            )
+            _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
+            _ = result.class_list | "WriteLabels" >> beam.Map(
+                _write_labels, staged.staged_path(features.LABELS_FILE))
+            _ = (
+                result.samples
+                | "AllSamples" >> beam.combiners.ToList()
+                | "WriteContactSheet" >> beam.Map(_write_contact_sheet, staged.staged_path("samples.png"))
+            )
+        counts = staged.read_counts()
+        with FileSystems.open(staged.staged_path(features.LABELS_FILE)) as handle:
+            classes = len(handle.read().splitlines())
+        summary = build_summary(counts, classes, args, pipeline_options)
+        staged.publish(summary)
+    log_summary(summary, args.output_dir)
+    return summary
+
+
+def build_summary(counts: Dict[str, int], classes: int, args, pipeline_options) -> dict:
+    summary = {
+        "read": counts.get("read", 0),
+        "blank": counts.get("blank", 0),
+        "written": {split: counts.get("written." + split, 0) for split in splits.SPLIT_NAMES},
+        "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
+        "filtered": counts.get("filtered", 0),
+        "classes": classes,
+        "options": {key: value for key, value in sorted(vars(args).items())},
+    }
+    summary["options"]["runner"] = pipeline_options.get_all_options().get("runner") or "DirectRunner"
+    accounted = summary["blank"] + summary["filtered"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
+    if accounted != summary["read"]:
+        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")
+    return summary
+
+
+def log_summary(summary: dict, output_dir: str) -> None:
+    written = summary["written"]
+    rejected = summary["rejected"]
+    logging.info(
+        "%s: read %s lines: wrote %s examples (train %s, eval %s, test %s) of %d classes; "
+        "%s rejected%s; %s filtered; %s blank. Outputs in %s",
+        _JOB, f"{summary['read']:,}", f"{sum(written.values()):,}", f"{written['train']:,}",
+        f"{written['eval']:,}", f"{written['test']:,}", summary["classes"], f"{sum(rejected.values()):,}",
+        f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})" if rejected else "",
+        f"{summary['filtered']:,}", f"{summary['blank']:,}", output_dir)
+
+
+if __name__ == "__main__":
+    options.run_main(run)

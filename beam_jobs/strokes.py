@@ -1,0 +1,196 @@
+"""QuickDraw ndjson records: parsing, validation and normalization (pure functions, no Beam).
+
+Two formats exist. *simplified*: strokes `[[x...], [y...]]`, integer coordinates in
+0..255. *raw*: strokes `[[x...], [y...], [t...]]`, float screen coordinates of any range.
+Raw strokes are normalized the way the published simplified set was made: aligned to a
+minimum of 0, scaled uniformly so the longer side spans 0..255, resampled at 1-pixel
+spacing, simplified with Ramer-Douglas-Peucker (epsilon 2.0), rounded to integers.
+"""
+
+import dataclasses
+import json
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+import orjson
+
+SIMPLIFIED = "simplified"
+RAW = "raw"
+AUTO = "auto"
+FORMATS = (AUTO, SIMPLIFIED, RAW)
+REQUIRED_KEYS = ("key_id", "word", "recognized", "drawing")
+DEFAULT_MAX_POINTS = 20_000
+DEFAULT_RDP_EPSILON = 2.0
+_COMPONENTS = {SIMPLIFIED: 2, RAW: 3}
+
+
+class Rejected(ValueError):
+    """A record that cannot be used; `reason` is a stable code for counters and dead letters."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawing:
+    """A validated drawing; strokes are (n, 2) float arrays in simplified 0..255 coordinates."""
+
+    key_id: str
+    word: str
+    countrycode: str
+    timestamp: str
+    recognized: bool
+    strokes: Tuple[np.ndarray, ...]
+    source_format: str
+
+
+def _loads(line: bytes):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        # orjson refuses NaN/Infinity literals; the standard parser accepts them, so such a
+        # line is reported for its real problem (non_finite) rather than as broken JSON.
+        try:
+            return json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            raise Rejected("invalid_json", str(error)) from None
+
+
+def _text(record: dict, key: str, required: bool) -> str:
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise Rejected("missing_key", f"required key {key!r} is missing")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Rejected("bad_field_type", f"{key!r} must be a string, got {type(value).__name__}")
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _stroke_format(stroke, index: int) -> str:
+    if not isinstance(stroke, list) or not all(isinstance(c, list) for c in stroke):
+        raise Rejected("bad_stroke", f"stroke {index} is not a list of coordinate lists")
+    for fmt, components in _COMPONENTS.items():
+        if len(stroke) == components:
+            return fmt
+    raise Rejected("bad_stroke", f"stroke {index} has {len(stroke)} coordinate lists, expected 2 or 3")
+
+
+def _stroke_array(stroke, index: int) -> np.ndarray:
+    lengths = {len(c) for c in stroke}
+    if len(lengths) != 1:
+        raise Rejected("length_mismatch", f"stroke {index} has coordinate lists of lengths "
+                       f"{[len(c) for c in stroke]}")
+    if not lengths.pop():
+        raise Rejected("empty_stroke", f"stroke {index} has no points")
+    try:
+        points = np.array(stroke[:2])
+    except (ValueError, TypeError):
+        points = None
+    if points is None or points.dtype.kind not in "iuf":
+        raise Rejected("non_numeric", f"stroke {index} has a coordinate that is not a number")
+    points = points.astype(np.float64).T
+    if not np.isfinite(points).all():
+        raise Rejected("non_finite", f"stroke {index} has a NaN or infinite coordinate")
+    return points
+
+
+def parse_drawing(line: bytes, source_format: str = AUTO, max_points: int = DEFAULT_MAX_POINTS,
+                  rdp_epsilon: float = DEFAULT_RDP_EPSILON) -> Drawing:
+    """Parses and validates one ndjson line; raises Rejected with a reason code."""
+    record = _loads(line)
+    if not isinstance(record, dict):
+        raise Rejected("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise Rejected("missing_key", f"required keys missing: {', '.join(missing)}")
+    recognized = record["recognized"]
+    if not isinstance(recognized, bool):
+        raise Rejected("bad_field_type", f"'recognized' must be true or false, got {recognized!r}")
+    word = _text(record, "word", required=True)
+    if not word:
+        raise Rejected("bad_field_type", "'word' is empty")
+    drawing = record["drawing"]
+    if not isinstance(drawing, list):
+        raise Rejected("drawing_not_list", f"'drawing' must be a list of strokes, got {type(drawing).__name__}")
+    if not drawing:
+        raise Rejected("no_strokes", "'drawing' has no strokes")
+    formats = {_stroke_format(stroke, i) for i, stroke in enumerate(drawing)}
+    if len(formats) > 1:
+        raise Rejected("bad_stroke", "strokes mix the simplified [x, y] and raw [x, y, t] forms")
+    detected = formats.pop()
+    if source_format != AUTO and detected != source_format:
+        raise Rejected("format_mismatch", f"--format {source_format} but the strokes are {detected}")
+    num_points = sum(len(stroke[0]) for stroke in drawing)
+    if num_points > max_points:
+        raise Rejected("too_many_points", f"{num_points} points, more than --max_points {max_points}")
+    strokes = [_stroke_array(stroke, i) for i, stroke in enumerate(drawing)]
+    if detected == SIMPLIFIED:
+        low = min(s.min() for s in strokes)
+        high = max(s.max() for s in strokes)
+        if low < 0 or high > 255:
+            raise Rejected("out_of_range", f"simplified coordinates must lie in 0..255, found {low:g}..{high:g}")
+    else:
+        strokes = normalize_raw(strokes, rdp_epsilon)
+    return Drawing(
+        key_id=_text(record, "key_id", required=True),
+        word=word,
+        countrycode=_text(record, "countrycode", required=False),
+        timestamp=_text(record, "timestamp", required=False),
+        recognized=recognized,
+        strokes=tuple(strokes),
+        source_format=detected,
+    )
+
+
+def resample(points: np.ndarray, spacing: float = 1.0) -> np.ndarray:
+    """Points at `spacing` along the polyline's arc length, keeping both ends."""
+    if len(points) < 2:
+        return points
+    steps = np.hypot(*np.diff(points, axis=0).T)
+    arc = np.concatenate(([0.0], np.cumsum(steps)))
+    if arc[-1] == 0:
+        return points[:1]
+    targets = np.arange(0.0, arc[-1], spacing)
+    if arc[-1] - targets[-1] > 1e-9:
+        targets = np.append(targets, arc[-1])
+    return np.stack([np.interp(targets, arc, points[:, 0]), np.interp(targets, arc, points[:, 1])], axis=1)
+
+
+def simplify(points: np.ndarray, epsilon: float) -> np.ndarray:
+    """Ramer-Douglas-Peucker (OpenCV's approxPolyDP on an open curve)."""
+    if epsilon <= 0 or len(points) < 3:
+        return points
+    curve = points.astype(np.float32).reshape(-1, 1, 2)
+    return cv2.approxPolyDP(curve, epsilon, False).reshape(-1, 2).astype(np.float64)
+
+
+def normalize_raw(strokes: List[np.ndarray], rdp_epsilon: float = DEFAULT_RDP_EPSILON) -> List[np.ndarray]:
+    """Raw screen strokes -> simplified-format strokes (integers in 0..255)."""
+    low = np.min([s.min(axis=0) for s in strokes], axis=0)
+    high = np.max([s.max(axis=0) for s in strokes], axis=0)
+    extent = float((high - low).max())
+    scale = 255.0 / extent if extent > 0 else 0.0
+    normalized = []
+    for stroke in strokes:
+        points = resample((stroke - low) * scale)
+        points = np.rint(simplify(points, rdp_epsilon))
+        normalized.append(np.clip(points, 0, 255))
+    return normalized
+
+
+def ink(strokes: Tuple[np.ndarray, ...]) -> np.ndarray:
+    """(num_points, 3) float32 of (dx, dy, pen_up): offsets from the previous point (the first
+    from the top-left corner), scaled so the longer side of the drawing is 1, aspect kept;
+    pen_up is 1 on the last point of every stroke."""
+    points = np.concatenate(strokes)
+    low = points.min(axis=0)
+    extent = float((points.max(axis=0) - low).max())
+    unit = (points - low) / (extent if extent > 0 else 1.0)
+    out = np.zeros((len(points), 3), dtype=np.float32)
+    out[:, :2] = np.diff(unit, axis=0, prepend=np.zeros((1, 2)))
+    out[np.cumsum([len(s) for s in strokes]) - 1, 2] = 1.0
+    return out
+

@@ -1,0 +1,1 @@
+"""QuickDraw: the Example features the ingest job writes, and their preprocessing_fn."""
