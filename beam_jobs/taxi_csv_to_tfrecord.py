@@ -1,0 +1,323 @@
+"""Chicago taxi CSV -> tf.train.Example TFRecords, split train/eval/test (the ExampleGen step).
+
+Column names come from each file's header line (or `--column_names` for headerless files),
+types from the schema (`--schema`, default `schemas/taxi/schema.pbtxt`: INT -> int64, FLOAT
+-> float, BYTES -> bytes). An empty cell leaves the feature out of the Example. Writes
+
+    DIR/{train,eval,test}-SSSSS-of-NNNNN.tfrecord[.gz]   Examples, one feature per CSV column
+    DIR/dead_letter/dead_letter-00000-of-00001.jsonl    rejected records: file, line, column, reason
+    DIR/run_summary.json                                counts; written last, when all is in place
+
+A record with the wrong number of columns, or a cell that does not parse as its column's type
+(`twelve` in a FLOAT column, `7.5` in an INT one; `8.0` is a valid INT), is dead-lettered and
+the job goes on. `read == blank + sum(written) + sum(rejected)`.
+
+Splits are a hash of the whole record (or of `--split_key COLUMN`'s text); shards are sorted
+by that hash, so the same input and flags give the same bytes on any runner.
+
+DirectRunner (default):
+    python -m beam_jobs.taxi_csv_to_tfrecord --input 'data/*.csv' --output_dir out/taxi
+
+Two local worker processes:
+    ... --direct_num_workers=2 --direct_running_mode=multi_processing
+
+Flink (a local cluster, SDK harness in this process):
+    ... --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK
+
+Dataflow:
+    ... --input 'gs://BUCKET/taxi/*.csv' --output_dir gs://BUCKET/taxi_examples \\
+        --runner=DataflowRunner --project=PROJECT --region=REGION \\
+        --temp_location=gs://BUCKET/tmp --setup_file=./setup.py
+"""
+
+import argparse
+import logging
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, splits
+from beam_jobs.progress import Progress
+
+_JOB = "taxi_csv_to_tfrecord"
+_LOGGED_REJECTIONS = 10
+DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "schemas", "taxi", "schema.pbtxt")
+_SCHEMA_TYPES = {1: csv_rows.BYTES, 2: csv_rows.INT, 3: csv_rows.FLOAT}  # schema_pb2.FeatureType
+_ARROW_TYPES = {csv_rows.INT: pa.int64(), csv_rows.FLOAT: pa.float32(), csv_rows.BYTES: pa.binary()}
+
+
+def load_schema(path: str):
+    """The schema proto, read on the launcher (workers get the proto, not the file)."""
+    import tensorflow_data_validation as tfdv
+
+    if not FileSystems.exists(path):
+        raise options.UsageError(f"schema {path!r} not found; pass --schema")
+    return tfdv.load_schema_text(path)
+
+
+def column_types(schema) -> Dict[str, str]:
+    """Feature name -> INT/FLOAT/BYTES, in schema order."""
+    types = {}
+    for feature in schema.feature:
+        if feature.type not in _SCHEMA_TYPES:
+            raise options.UsageError(f"schema feature {feature.name!r} has no INT/FLOAT/BYTES type")
+        types[feature.name] = _SCHEMA_TYPES[feature.type]
+    return types
+
+
+class FileColumns(NamedTuple):
+    path: str
+    names: List[str]
+    skip_header: bool
+
+
+def resolve_columns(paths: Sequence[str], types: Dict[str, str],
+                    column_names: Optional[List[str]]) -> List[FileColumns]:
+    """Each file's column names (its header, or --column_names), checked against the schema."""
+    resolved = []
+    for path in paths:
+        names = column_names or csv_rows.read_header(path)
+        where = "--column_names" if column_names else f"{path}:1 (header)"
+        if not names:
+            raise options.UsageError(f"{path} is empty: no header line; pass --column_names for headerless files")
+        unknown = [name for name in names if name not in types]
+        if unknown:
+            raise options.UsageError(
+                f"{where}: column(s) {unknown} are not in the schema; fix the header, pass "
+                f"--column_names, or use a --schema that has them")
+        if len(set(names)) != len(names):
+            raise options.UsageError(f"{where}: duplicate column names {names}")
+        resolved.append(FileColumns(path, names, skip_header=not column_names))
+    return resolved
+
+
+def read_batches(file_columns: FileColumns, batch_size: int):
+    for batch in csv_rows.iter_batches(file_columns.path, file_columns.skip_header, batch_size):
+        yield file_columns.names, batch
+
+
+class ReadCsvBatches(beam.PTransform):
+    """Reads each file whole on one worker (line numbers need it) into (names, CsvBatch)."""
+
+    def __init__(self, files: Sequence[FileColumns], batch_size: int = csv_rows.DEFAULT_BATCH_SIZE):
+        super().__init__()
+        self._files, self._batch_size = list(files), batch_size
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "ReadRecords" >> beam.FlatMap(read_batches, batch_size=self._batch_size)
+            | "SpreadBatches" >> beam.Reshuffle()
+        )
+
+
+def _list_array(values: list, arrow_type) -> pa.Array:
+    """One value per row as a list<T> column (each list of length 1)."""
+    flat = pa.array(values, arrow_type)
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32)), flat)
+
+
+def encode_examples(encoder, values: Dict[str, list], types: Dict[str, str], n: int) -> List[bytes]:
+    """Serialized Examples, features in schema order, a missing value left out of its Example.
+
+    tfx_bsl's encoder writes a null cell as an empty feature, so rows are encoded in groups
+    that share the same present columns, each group with only those columns.
+    """
+    present = {name: np.array([v is not None for v in column]) for name, column in values.items()}
+    ordered = [name for name in types if name in values]
+    if not ordered:
+        raise ValueError("no column to encode")
+    mask = np.stack([present[name] for name in ordered], axis=1)
+    patterns, group = np.unique(mask, axis=0, return_inverse=True)
+    out: List[Optional[bytes]] = [None] * n
+    for index, pattern in enumerate(patterns):
+        rows = np.flatnonzero(group.reshape(-1) == index)
+        names = [name for name, keep in zip(ordered, pattern) if keep]
+        arrays = [_list_array([values[name][r] for r in rows], _ARROW_TYPES[types[name]]) for name in names]
+        encoded = example_bytes.encode(encoder, pa.RecordBatch.from_arrays(arrays, names)) if names else [b""] * len(rows)
+        for row, example in zip(rows, encoded):
+            out[row] = example
+    return out
+
+
+class CsvToExamplesFn(beam.DoFn):
+    """(names, CsvBatch) -> ((split, shard), [(sort_key, Example bytes)]); dead letters and counts tagged."""
+
+    DEAD_LETTER_TAG = "dead_letters"
+    COUNTS_TAG = "counts"
+
+    def __init__(self, *, types: Dict[str, str], split_key: Optional[str], split_ratios, num_shards: int):
+        self._types, self._split_key = dict(types), split_key
+        self._split_ratios, self._num_shards = split_ratios, num_shards
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+        self._rejections = dead_letters.RejectionCounters(_JOB)
+        self._read = beam.metrics.Metrics.counter(_JOB, "read")
+        self._logged = 0
+        self._progress = Progress(_JOB, "records")
+
+    def process(self, element):
+        names, batch = element
+        counts: Dict[str, int] = {"read": len(batch.records)}
+        records = [r for r in batch.records if r.fields or r.error]
+        counts["blank"] = len(batch.records) - len(records)
+        columns, errors = csv_rows.convert(records, names, self._types)
+        for error in errors:
+            record = records[error.row]
+            letter = dead_letters.dead_letter(batch.path, record.line, error.reason, error.detail,
+                                              csv_rows.record_text(record.fields), column=error.column)
+            self._reject(letter, counts)
+            yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
+        self._read.inc(len(batch.records))
+        self._progress.add(len(batch.records))
+        if columns.rows:
+            examples = encode_examples(self._encoder, columns.values, self._types, len(columns.rows))
+            by_shard: Dict[tuple, list] = {}
+            key_column = names.index(self._split_key) if self._split_key else None
+            for row, example in zip(columns.rows, examples):
+                fields = records[row].fields
+                key = (fields[key_column] if key_column is not None else "\x1f".join(fields)).encode(
+                    "utf-8", errors="surrogateescape")
+                split = splits.SPLIT_NAMES[splits.split_index(key, self._split_ratios)]
+                shard = splits.shard_index(key, self._num_shards)
+                sort_key = (splits.key_hash(key), batch.path, records[row].line)
+                by_shard.setdefault((split, shard), []).append((sort_key, example))
+            for (split, shard), rows in by_shard.items():
+                counts["written." + split] = counts.get("written." + split, 0) + len(rows)
+                yield (split, shard), rows
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+
+    def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
+        key = "rejected." + letter["reason"]
+        counts[key] = counts.get(key, 0) + 1
+        self._rejections.inc(letter["reason"])
+        if self._logged < _LOGGED_REJECTIONS:
+            self._logged += 1
+            suffix = " (further rejections are counted, not logged)" if self._logged == _LOGGED_REJECTIONS else ""
+            logging.warning("Rejected %s%s", dead_letters.describe(letter), suffix)
+
+
+class CsvResult(NamedTuple):
+    examples: beam.PCollection  # ((split, shard), [(sort_key, serialized Example)])
+    dead_letters: beam.PCollection  # dead letter dicts
+    counts: beam.PCollection  # {name: n} dicts to sum
+
+
+class CsvToExamples(beam.PTransform):
+    """(names, CsvBatch) elements -> Examples by shard, dead letters and counts.
+
+        result = pipeline | ReadCsvBatches(files) | CsvToExamples(types=column_types(schema))
+        result.examples | outputs.WriteSortedShards(...)
+    """
+
+    def __init__(self, *, types: Dict[str, str], split_key: Optional[str] = None,
+                 split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
+        super().__init__()
+        if split_key is not None and split_key not in types:
+            raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
+        self._fn = CsvToExamplesFn(types=types, split_key=split_key, split_ratios=split_ratios,
+                                   num_shards=num_shards)
+
+    def expand(self, batches):
+        result = batches | "ParseAndEncode" >> beam.ParDo(self._fn).with_outputs(
+            CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="examples")
+        return CsvResult(result.examples, result.dead_letters, result.counts)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    options.add_input_output_args(parser)
+    options.add_split_args(parser)
+    parser.add_argument("--schema", default=DEFAULT_SCHEMA,
+                        help="Schema .pbtxt giving each column's type (default schemas/taxi/schema.pbtxt).")
+    parser.add_argument("--column_names", help="Comma-separated names for headerless files.")
+    parser.add_argument("--split_key", help="Split on this column's text instead of the whole record.")
+    parser.add_argument("--batch_size", type=int, default=csv_rows.DEFAULT_BATCH_SIZE,
+                        help=f"Records converted together (default {csv_rows.DEFAULT_BATCH_SIZE}).")
+    return options.parse(parser, argv)
+
+
+def run(argv=None) -> dict:
+    """Runs the job; returns the run summary (also written to DIR/run_summary.json)."""
+    args, pipeline_options = parse_args(argv)
+    if args.batch_size < 1:
+        raise options.UsageError("--batch_size must be at least 1")
+    paths = inputs.expand_patterns(options.comma_list(args.input))
+    types = column_types(load_schema(args.schema))
+    column_names = options.comma_list([args.column_names]) if args.column_names else None
+    files = resolve_columns(paths, types, column_names)
+    if args.split_key and any(args.split_key not in f.names for f in files):
+        raise options.UsageError(f"--split_key {args.split_key!r} is not a column of every input file")
+    to_examples = CsvToExamples(types=types, split_key=args.split_key, split_ratios=args.split_ratios,
+                                num_shards=args.num_shards)
+    suffix = outputs.tfrecord_suffix(args.compression)
+    owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [dead_letters.DEAD_LETTER_DIR + "/*"]
+    logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
+                 f"{inputs.total_size(paths):,}", args.output_dir)
+    with outputs.StagedOutput(args.output_dir, owned) as staged:
+        example_files = {
+            (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
+            for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
+        }
+        letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
+        FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            result = (
+                pipeline
+                | "ReadCsv" >> ReadCsvBatches(files, args.batch_size)
+                | "CsvToExamples" >> to_examples
+            )
+            _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+                staged.staging_dir, example_files,
+                lambda path, records: outputs.write_tfrecords(path, records, args.compression))
+            _ = (
+                result.dead_letters
+                | "KeyDeadLetters" >> beam.Map(
+                    lambda letter: (0, [(dead_letters.sort_key(letter), dead_letters.encode(letter))]))
+                | "WriteDeadLetters" >> outputs.WriteSortedShards(staged.staging_dir, letter_file, outputs.write_lines)
+            )
+            _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
+        summary = build_summary(staged.read_counts(), args, pipeline_options)
+        staged.publish(summary)
+    log_summary(summary, args.output_dir)
+    return summary
+
+
+def build_summary(counts: Dict[str, int], args, pipeline_options) -> dict:
+    summary = {
+        "read": counts.get("read", 0),
+        "blank": counts.get("blank", 0),
+        "written": {split: counts.get("written." + split, 0) for split in splits.SPLIT_NAMES},
+        "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
+        "options": {key: value for key, value in sorted(vars(args).items())},
+    }
+    summary["options"]["runner"] = pipeline_options.get_all_options().get("runner") or "DirectRunner"
+    accounted = summary["blank"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
+    if accounted != summary["read"]:
+        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")
+    return summary
+
+
+def log_summary(summary: dict, output_dir: str) -> None:
+    written, rejected = summary["written"], summary["rejected"]
+    logging.info(
+        "%s: read %s records: wrote %s examples (train %s, eval %s, test %s); %s rejected%s; "
+        "%s blank. Outputs in %s",
+        _JOB, f"{summary['read']:,}", f"{sum(written.values()):,}", f"{written['train']:,}",
+        f"{written['eval']:,}", f"{written['test']:,}", f"{sum(rejected.values()):,}",
+        f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})" if rejected else "",
+        f"{summary['blank']:,}", output_dir)
+
+
+if __name__ == "__main__":
+    options.run_main(run)

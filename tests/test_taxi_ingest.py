@@ -1,0 +1,207 @@
+"""beam_jobs.taxi_csv_to_tfrecord on the real taxi sample and on hand-made bad records.
+
+Expected values come from Python's csv module and plain float/int parsing, not from the job.
+"""
+
+import csv
+import glob
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from beam_jobs import csv_rows, taxi_csv_to_tfrecord
+from tests.conftest import REPO, TAXI
+
+SCHEMA_TYPES = taxi_csv_to_tfrecord.column_types(taxi_csv_to_tfrecord.load_schema(taxi_csv_to_tfrecord.DEFAULT_SCHEMA))
+
+
+def read_examples(directory, split="*"):
+    records = []
+    for path in sorted(glob.glob(f"{directory}/{split}-*-of-*.tfrecord")):
+        records.extend(r.numpy() for r in tf.data.TFRecordDataset(path))
+    return records
+
+
+def example_row(serialized):
+    """An Example as a sorted tuple of (name, value) for its present features."""
+    example = tf.train.Example.FromString(serialized)
+    row = []
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        values = list(getattr(feature, kind).value)
+        assert len(values) == 1, (name, values)
+        row.append((name, values[0]))
+    return tuple(sorted(row))
+
+
+def expected_row(header, fields):
+    """The independent expectation: empty -> absent, INT via int(float()), FLOAT as float32."""
+    row = []
+    for name, text in zip(header, fields):
+        if text == "":
+            continue
+        kind = SCHEMA_TYPES[name]
+        if kind == "INT":
+            value = float(text)
+            assert value == math.floor(value)
+            row.append((name, int(value)))
+        elif kind == "FLOAT":
+            row.append((name, float(tf.constant(float(text), tf.float32).numpy())))
+        else:
+            row.append((name, text.encode()))
+    return tuple(sorted(row))
+
+
+def csv_rows_of(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return header, [row for row in reader]
+
+
+@pytest.fixture(scope="module")
+def data_out(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("taxi_data")
+    summary = taxi_csv_to_tfrecord.run(["--input", str(TAXI / "data.csv"), "--output_dir", str(out)])
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def data2_out(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("taxi_data2")
+    summary = taxi_csv_to_tfrecord.run(["--input", str(TAXI / "data2.csv"), "--output_dir", str(out)])
+    return out, summary
+
+
+
+def test_real_data_every_row_written_with_schema_types(data_out):
+    out, summary = data_out
+    header, rows = csv_rows_of(TAXI / "data.csv")
+    assert summary["read"] == len(rows) == 15002
+    assert summary["rejected"] == {} and summary["blank"] == 0
+    assert sum(summary["written"].values()) == len(rows)
+    for split, count in summary["written"].items():
+        assert len(read_examples(out, split)) == count
+    got = sorted(example_row(r) for r in read_examples(out))
+    expected = sorted(expected_row(header, fields) for fields in rows)
+    assert got == expected
+    assert json.loads((out / "run_summary.json").read_text())["read"] == 15002
+
+
+def test_empty_cells_are_absent_not_zero(data_out):
+    out, _ = data_out
+    header, rows = csv_rows_of(TAXI / "data.csv")
+    examples = [tf.train.Example.FromString(r) for r in read_examples(out)]
+    for column in ("company", "pickup_census_tract", "dropoff_latitude"):
+        empty = sum(1 for fields in rows if fields[header.index(column)] == "")
+        assert sum(1 for e in examples if column not in e.features.feature) == empty > 0
+    fare = examples[0].features.feature["fare"]
+    assert fare.WhichOneof("kind") == "float_list"
+    assert examples[0].features.feature["trip_start_hour"].WhichOneof("kind") == "int64_list"
+
+
+def test_integral_floats_in_int_columns_give_the_same_examples(data_out, data2_out):
+    (out, _), (out2, summary2) = data_out, data2_out
+    assert summary2["read"] == 5000 and summary2["rejected"] == {}
+    header, rows = csv_rows_of(TAXI / "data.csv")
+    header2, rows2 = csv_rows_of(TAXI / "data2.csv")
+    assert header == header2
+    common = {expected_row(header, f) for f in rows} & {expected_row(header, f) for f in rows2}
+    assert len(common) > 2000
+    shared = set(read_examples(out)) & set(read_examples(out2))
+    assert len(shared) == len(common)
+
+
+BAD_CSV = (
+    "\ufefffare,trip_start_hour,company,payment_type\r\n"  # BOM and CRLF
+    "10.5,3,\"Comma, Inc.\",Cash\r\n"  # line 2: quoted comma
+    "11,4,\"Multi\r\nLine \"\"Cab\"\"\",Credit Card\r\n"  # lines 3-4: quoted newline and quotes
+    "twelve,5,A,Cash\r\n"  # line 5: not a number
+    "12,7.5,B,Cash\r\n"  # line 6: not an integer
+    "13,8,C\r\n"  # line 7: wrong column count
+    "\r\n"  # line 8: blank
+    "14,9.0,,Cash\r\n"  # line 9: integral float, empty company
+)
+
+
+def test_malformed_rows_go_to_dead_letters_with_line_and_column(tmp_path):
+    source = tmp_path / "bad.csv"
+    source.write_bytes(BAD_CSV.encode("utf-8"))
+    out = tmp_path / "out"
+    summary = taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(out)])
+    assert summary["read"] == 7 and summary["blank"] == 1
+    assert summary["rejected"] == {"not_a_number": 1, "not_an_integer": 1, "wrong_column_count": 1}
+    assert sum(summary["written"].values()) == 3
+    letters = [json.loads(line) for line in (out / "dead_letter" / "dead_letter-00000-of-00001.jsonl").open()]
+    assert [(l["line"], l.get("column"), l["reason"]) for l in letters] == [
+        (5, "fare", "not_a_number"), (6, "trip_start_hour", "not_an_integer"), (7, None, "wrong_column_count")]
+    assert all(l["file"] == str(source) for l in letters)
+    assert letters[0]["record"] == "twelve,5,A,Cash"
+    rows = sorted(example_row(r) for r in read_examples(out))
+    assert rows == sorted([
+        expected_row(["fare", "trip_start_hour", "company", "payment_type"], f)
+        for f in (["10.5", "3", "Comma, Inc.", "Cash"], ["11", "4", 'Multi\r\nLine "Cab"', "Credit Card"],
+                  ["14", "9", "", "Cash"])
+    ])
+
+
+def test_headerless_file_with_column_names_and_split_key(tmp_path):
+    source = tmp_path / "headerless.csv"
+    source.write_text("".join(f"{i}.5,{i % 24},Co{i % 3},Cash\n" for i in range(300)))
+    out = tmp_path / "out"
+    summary = taxi_csv_to_tfrecord.run([
+        "--input", str(source), "--output_dir", str(out),
+        "--column_names", "fare,trip_start_hour,company,payment_type", "--split_key", "company"])
+    assert summary["read"] == 300 and sum(summary["written"].values()) == 300
+    for split in ("train", "eval", "test"):
+        companies = {tf.train.Example.FromString(r).features.feature["company"].bytes_list.value[0]
+                     for r in read_examples(out, split)}
+        for other in {"train", "eval", "test"} - {split}:
+            others = {tf.train.Example.FromString(r).features.feature["company"].bytes_list.value[0]
+                      for r in read_examples(out, other)}
+            assert not companies & others
+
+
+def test_same_bytes_in_another_process_with_more_workers_and_smaller_batches(tmp_path, data_out):
+    out, _ = data_out
+    again = tmp_path / "again"
+    subprocess.run([
+        sys.executable, "-m", "beam_jobs.taxi_csv_to_tfrecord",
+        "--input", str(TAXI / "data.csv"), "--output_dir", str(again), "--batch_size", "700",
+        "--direct_num_workers=2", "--direct_running_mode=multi_threading"], check=True, cwd=REPO)
+    for path in sorted(glob.glob(f"{out}/*.tfrecord")):
+        assert (again / path.rsplit("/", 1)[1]).read_bytes() == open(path, "rb").read()
+
+
+def test_unknown_header_column_is_a_usage_error(tmp_path):
+    source = tmp_path / "odd.csv"
+    source.write_text("fare,colour\n1,red\n")
+    with pytest.raises(taxi_csv_to_tfrecord.options.UsageError, match="colour"):
+        taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("text, value", [("8", 8), ("8.0", 8), ("17031081000.0", 17031081000), ("-3", -3),
+                                         ("1e3", 1000)])
+def test_parse_int_accepts_lossless_integers(text, value):
+    assert csv_rows.parse_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["7.5", "twelve", "nan", "inf", "1_0", ""])
+def test_parse_int_rejects_the_rest(text):
+    with pytest.raises(ValueError):
+        csv_rows.parse_int(text)
+
+
+def test_fast_and_slow_column_paths_agree():
+    cells = ["1", "", "8.0", "17031081000.0", "-2"]
+    columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells)],
+                                       ["x"], {"x": csv_rows.INT})
+    assert errors == [] and columns.values["x"] == [1, None, 8, 17031081000, -2]
+    columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells + ["7.5"])],
+                                       ["x"], {"x": csv_rows.INT})
+    assert [(e.row, e.reason) for e in errors] == [(5, "not_an_integer")]
+    assert columns.values["x"] == [1, None, 8, 17031081000, -2]
