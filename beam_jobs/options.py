@@ -1,7 +1,9 @@
 """Flags shared by the jobs; everything a job does not know goes to Beam's PipelineOptions."""
 
 import argparse
+import importlib
 import logging
+import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -56,7 +58,13 @@ def parse(parser: argparse.ArgumentParser, argv):
 
 
 def run_main(run) -> None:
-    """Entry point for `python -m`: INFO logs, and exit status 2 with a readable message on UsageError."""
+    """Entry point for `python -m`: INFO logs, and exit status 2 with a readable message on UsageError.
+
+    Under `python -m` the job module is `__main__`, and DoFns pickled from it name classes that
+    worker processes cannot find; so the job runs from its importable module instead.
+    """
+    if run.__module__ == "__main__" and getattr(sys.modules["__main__"], "__spec__", None):
+        run = getattr(importlib.import_module(sys.modules["__main__"].__spec__.name), run.__name__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
