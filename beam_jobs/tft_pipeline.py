@@ -1,0 +1,195 @@
+"""What analyze_and_transform and transform share: reading raw Examples, transforming, writing.
+
+Raw Examples are read through tfx_bsl's TFExampleRecord TFXIO as RecordBatches (the fast TFT
+input path) with the serialized record kept as a pass-through column. Each transformed row
+is written in a shard chosen by, and sorted by, the hash of its raw record: the same raw rows
+give the same output bytes whether analyze_and_transform or transform wrote them.
+"""
+
+import importlib
+import logging
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import example_bytes, options, outputs, splits
+from beam_jobs.progress import Progress
+
+RAW_RECORD_COLUMN = "__raw_record__"
+RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
+TRANSFORM_FN_DIR = "transform_fn"
+TRANSFORMED_METADATA_DIR = "transformed_metadata"
+TFT_TEMP_DIR = "tft_tmp"
+
+
+def load_function(spec: str) -> Callable:
+    """`package.module:function` -> the function (the --preprocessing_fn flag)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise options.UsageError(f"--preprocessing_fn must look like module:function, got {spec!r}")
+    try:
+        function = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise options.UsageError(f"--preprocessing_fn {spec!r} cannot be loaded: {error}") from error
+    if not callable(function):
+        raise options.UsageError(f"--preprocessing_fn {spec!r} is not a function")
+    return function
+
+
+def split_files(examples_dir: str) -> Dict[str, List[str]]:
+    """The Example TFRecords of each split an ingest job wrote into examples_dir."""
+    files = {}
+    for split in splits.SPLIT_NAMES:
+        pattern = outputs.join(examples_dir, f"{split}-*-of-*.tfrecord*")
+        files[split] = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not files["train"] and not any(files.values()):
+        raise options.UsageError(
+            f"{examples_dir} holds no {{train,eval,test}}-*-of-*.tfrecord files; point --examples_dir "
+            "at the output of an ingest job")
+    return files
+
+
+def optional_single_values(schema):
+    """A copy of the schema where one-value features may be missing (sparse, not dense).
+
+    A curated schema marks some features required (`shape {dim {size: 1}}`); read that way,
+    one Example without the value fails the whole TFT job. Presence is the validation step's
+    business; here the preprocessing_fn fills missing values instead.
+    """
+    relaxed = type(schema)()
+    relaxed.CopyFrom(schema)
+    for feature in relaxed.feature:
+        if feature.HasField("shape") and [d.size for d in feature.shape.dim] == [1]:
+            feature.ClearField("shape")
+            feature.value_count.min = 1
+            feature.value_count.max = 1
+    return relaxed
+
+
+def write_raw_metadata(schema, transform_output_dir: str) -> None:
+    """TFT's WriteTransformFn leaves the raw metadata out; TFTransformOutput.raw_feature_spec needs it."""
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                               outputs.join(transform_output_dir, RAW_METADATA_DIR))
+
+
+def read_raw_schema(transform_dir: str):
+    from tensorflow_transform.tf_metadata import metadata_io
+
+    path = outputs.join(transform_dir, RAW_METADATA_DIR)
+    if not FileSystems.exists(outputs.join(transform_dir, TRANSFORM_FN_DIR)) or not FileSystems.exists(path):
+        raise options.UsageError(
+            f"{transform_dir} is not an analyze_and_transform output (no {TRANSFORM_FN_DIR}/ and "
+            f"{RAW_METADATA_DIR}/); run beam_jobs.analyze_and_transform first")
+    return metadata_io.read_metadata(path).schema
+
+
+def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size=None):
+    """Each split's raw Examples as RecordBatches, serialized records kept in RAW_RECORD_COLUMN.
+
+    Returns ({split: PCollection of RecordBatch}, the TensorAdapterConfig TFT needs).
+    """
+    from tfx_bsl.public import tfxio
+
+    raw, tensor_adapter_config = {}, None
+    for split, split_files in files.items():
+        if not split_files:
+            continue
+        source = tfxio.TFExampleRecord(file_pattern=split_files, schema=schema,
+                                       raw_record_column_name=RAW_RECORD_COLUMN)
+        tensor_adapter_config = tensor_adapter_config or source.TensorAdapterConfig()
+        raw[split] = pipeline | f"Read{split.capitalize()}" >> source.BeamSource(batch_size)
+    return raw, tensor_adapter_config
+
+
+@beam.typehints.with_output_types(Tuple[Tuple[str, int], List[Any]])
+class EncodeTransformedFn(beam.DoFn):
+    """Transformed (RecordBatch, _) -> ((split, shard), [(sort_key, Example bytes)])."""
+
+    COUNTS_TAG = "counts"
+
+    def __init__(self, job: str, split: str, num_shards: int):
+        self._job, self._split, self._num_shards = job, split, num_shards
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+        self._progress = Progress(self._job, f"{self._split} examples")
+
+    def process(self, element):
+        # TFT appends the pass-through column to the transformed batch (its second element
+        # holds only pass-through values that do not match the batch size).
+        record_batch, _ = element
+        index = record_batch.schema.get_field_index(RAW_RECORD_COLUMN)
+        raw_records = record_batch.column(index).flatten().to_pylist()
+        keep = [i for i in range(record_batch.num_columns) if i != index]
+        record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
+                                                  [record_batch.schema.names[i] for i in keep])
+        encoded = example_bytes.encode(self._encoder, record_batch)
+        by_shard: Dict[int, list] = {}
+        for raw, example in zip(raw_records, encoded):
+            by_shard.setdefault(splits.shard_index(raw, self._num_shards), []).append((splits.key_hash(raw), example))
+        for shard, rows in by_shard.items():
+            yield (self._split, shard), rows
+        self._progress.add(len(encoded))
+        yield beam.pvalue.TaggedOutput(self.COUNTS_TAG, {"written." + self._split: len(encoded)})
+
+
+class TransformedSplits(NamedTuple):
+    examples: beam.PCollection  # ((split, shard), [(sort_key, bytes)])
+    counts: beam.PCollection  # {name: n}
+
+
+def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_config, transform_fn,
+                     num_shards: int) -> TransformedSplits:
+    """Applies transform_fn to every split's RecordBatches; raw counts and encoded examples out."""
+    import tensorflow_transform.beam as tft_beam
+
+    encoded, counts = [], []
+    for split, record_batches in raw.items():
+        title = split.capitalize()
+        counts.append(record_batches | f"Count{title}" >> beam.Map(lambda rb, s=split: {"read." + s: rb.num_rows}))
+        transformed, _ = (((record_batches, tensor_adapter_config), transform_fn)
+                          | f"Transform{title}" >> tft_beam.TransformDataset(output_record_batches=True))
+        result = transformed | f"Encode{title}" >> beam.ParDo(
+            EncodeTransformedFn(job, split, num_shards)).with_outputs(EncodeTransformedFn.COUNTS_TAG, main="examples")
+        encoded.append(result.examples)
+        counts.append(result[EncodeTransformedFn.COUNTS_TAG])
+    pipeline = next(iter(raw.values())).pipeline
+    return TransformedSplits(
+        tuple(encoded) | "AllSplits" >> beam.Flatten(pipeline=pipeline),
+        tuple(counts) | "AllCounts" >> beam.Flatten(pipeline=pipeline),
+    )
+
+
+def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:
+    suffix = outputs.tfrecord_suffix(compression)
+    return {(split, shard): outputs.shard_name(split, shard, num_shards, suffix)
+            for split in splits.SPLIT_NAMES for shard in range(num_shards)}
+
+
+def owned_globs() -> List[str]:
+    return [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [
+        f"{TRANSFORM_FN_DIR}/**", f"{TRANSFORMED_METADATA_DIR}/**", f"{RAW_METADATA_DIR}/**"]
+
+
+def build_summary(counts: Dict[str, int], extra: dict) -> dict:
+    """Per-split read and written counts; every raw Example read must have been written."""
+    summary = dict(extra)
+    summary["read"] = {split: counts.get("read." + split, 0) for split in splits.SPLIT_NAMES}
+    summary["written"] = {split: counts.get("written." + split, 0) for split in splits.SPLIT_NAMES}
+    if summary["read"] != summary["written"]:
+        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but wrote {summary['written']}")
+    return summary
+
+
+def log_summary(job: str, summary: dict, output_dir: str) -> None:
+    written = summary["written"]
+    logging.info("%s: transformed %s examples (train %s, eval %s, test %s). transform_fn in %s",
+                 job, f"{sum(written.values()):,}", f"{written['train']:,}", f"{written['eval']:,}",
+                 f"{written['test']:,}", summary["transform_fn"])
+    logging.info("%s: a trainer loads it with transforms.trainer.TransformOutput(%r)", job, output_dir)

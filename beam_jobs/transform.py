@@ -1,0 +1,81 @@
+"""Apply a saved transform_fn to new Examples, with no analysis (e.g. a new span of data).
+
+`--transform_dir` is an analyze_and_transform output: its transform_fn/ is applied as it is
+(the vocabularies, quantiles and means of the data it was analyzed on) and its metadata/
+gives the raw schema the Examples are read with. Writes
+
+    OUT2/{train,eval,test}-SSSSS-of-NNNNN.tfrecord[.gz]   transformed Examples, sorted shards
+    OUT2/run_summary.json
+
+Each row gives the same bytes, in the same order, as analyze_and_transform writes for it.
+
+DirectRunner (default):
+    python -m beam_jobs.transform --transform_dir out/taxi_transformed \\
+        --examples_dir out/taxi_span2 --output_dir out/taxi_span2_transformed
+
+Two local worker processes:
+    ... --direct_num_workers=2 --direct_running_mode=multi_processing
+
+Flink (a local cluster, SDK harness in this process):
+    ... --runner=FlinkRunner --flink_master=localhost:8081 --environment_type=LOOPBACK
+
+Dataflow:
+    ... --transform_dir gs://BUCKET/taxi_transformed --examples_dir gs://BUCKET/span2 \\
+        --output_dir gs://BUCKET/span2_transformed --runner=DataflowRunner --project=PROJECT \\
+        --region=REGION --temp_location=gs://BUCKET/tmp --setup_file=./setup.py
+"""
+
+import argparse
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import options, outputs, tft_pipeline
+
+_JOB = "transform"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transform_dir", required=True, help="Output directory of analyze_and_transform.")
+    parser.add_argument("--examples_dir", required=True, help="Output directory of an ingest job.")
+    parser.add_argument("--output_dir", required=True, help="Directory for the transformed Examples.")
+    parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
+    parser.add_argument("--compression", choices=("none", "gzip"), default="none")
+    parser.add_argument("--batch_size", type=int, help="RecordBatch size for reading (default: TFXIO's).")
+    return options.parse(parser, argv)
+
+
+def run(argv=None) -> dict:
+    """Runs the job; returns the run summary (also written to OUT2/run_summary.json)."""
+    import tensorflow_transform.beam as tft_beam
+
+    args, pipeline_options = parse_args(argv)
+    schema = tft_pipeline.read_raw_schema(args.transform_dir)
+    files = tft_pipeline.split_files(args.examples_dir)
+    owned = [glob for glob in tft_pipeline.owned_globs() if glob.endswith(".tfrecord*")]
+    with outputs.StagedOutput(args.output_dir, owned) as staged:
+        temp_dir = staged.staged_path(tft_pipeline.TFT_TEMP_DIR)
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            with tft_beam.Context(temp_dir=temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
+                transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir)
+                raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
+                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
+                _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+                    staged.staging_dir, tft_pipeline.example_files(args.num_shards, args.compression),
+                    lambda path, records: outputs.write_tfrecords(path, records, args.compression))
+                _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
+        if FileSystems.exists(temp_dir):
+            FileSystems.delete([temp_dir])
+        summary = tft_pipeline.build_summary(staged.read_counts(), {
+            "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),
+            "options": dict(sorted(vars(args).items()),
+                            runner=pipeline_options.get_all_options().get("runner") or "DirectRunner"),
+        })
+        staged.publish(summary)
+    tft_pipeline.log_summary(_JOB, summary, args.transform_dir)
+    return summary
+
+
+if __name__ == "__main__":
+    options.run_main(run)

@@ -1,0 +1,1 @@
+"""Chicago taxi: feature groups and the preprocessing_fn (TensorFlow / TFT only, no Beam)."""
