@@ -1,0 +1,168 @@
+"""The statistics job: CSV typing, dead letters, splits of an ingest job, slices, on real data."""
+
+import json
+import logging
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from beam_jobs import csv_batches, inputs, options, statistics, stats_io
+from tests.conftest import QUICKDRAW, TAXI
+
+TAXI_COLUMNS = 18
+
+
+def _feature(stats, name):
+    dataset = stats_io.default_split(stats).datasets[0]
+    return next(f for f in dataset.features if f.path.step[-1] == name)
+
+
+def test_value_kind_reads_integral_floats_as_int():
+    assert csv_batches.value_kind(pa.array(["8", None, "17031081000.0", "-3.0"]))[0] == csv_batches.INT
+    assert csv_batches.value_kind(pa.array(["8", "7.5", None])) == (csv_batches.FLOAT, 1)
+    assert csv_batches.value_kind(pa.array([None, "8", "Cash"])) == (csv_batches.BYTES, 2)
+    assert csv_batches.value_kind(pa.array([None, None], pa.string())) == (None, None)
+    # Beyond 2**53 a float names no single integer: not an INT.
+    assert csv_batches.value_kind(pa.array(["1e17"]))[0] == csv_batches.FLOAT
+
+
+def test_to_list_array_keeps_missing_cells_null():
+    column = csv_batches.to_list_array(pa.array(["8.0", None, "17031081000.0"]), csv_batches.INT)
+    assert column.type == pa.large_list(pa.int64())
+    assert column.to_pylist() == [[8], None, [17031081000]]
+    floats = csv_batches.to_list_array(pa.array([None, "2.5"]), csv_batches.FLOAT)
+    assert floats.to_pylist() == [None, [2.5]] and floats.type == pa.large_list(pa.float32())
+    assert csv_batches.to_list_array(pa.array([None], pa.string()), None).type == pa.null()
+
+
+def test_csv_to_record_batches_dead_letters_bad_rows_with_file_and_line():
+    batch = inputs.LineBatch("f.csv", 1, [b"a,b", b"1,x", b"2", b"", b"3.0,y", b"\xff,z"])
+    with TestPipeline() as p:
+        result = p | beam.Create([batch]) | csv_batches.CsvToRecordBatches(column_names=["a", "b"])
+        rows = result.record_batches | beam.FlatMap(lambda rb: zip(*(c.to_pylist() for c in rb.columns)))
+        # The assertions run when the with block exits.
+        assert_that(rows, equal_to([([1], [b"x"]), ([3], [b"y"])]), label="Rows")
+        letters = result.dead_letters | beam.Map(lambda d: (d["file"], d["line"], d["reason"]))
+        assert_that(letters, equal_to([("f.csv", 3, "wrong_field_count"), ("f.csv", 6, "not_utf8")]),
+                    label="DeadLetters")
+
+
+@pytest.fixture(scope="module")
+def data2_stats(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stats_data2")
+    summary = statistics.run([f"--input={TAXI / 'data2.csv'}", f"--output_dir={out}"])
+    return summary, out
+
+
+def test_csv_statistics_match_pandas(data2_stats):
+    summary, out = data2_stats
+    frame = pd.read_csv(TAXI / "data2.csv")
+    assert summary["examples"] == {"all": len(frame)}
+    assert summary["lines_read"] == len(frame) + 1 and summary["rejected"] == {}
+    stats, _ = stats_io.load_statistics(str(out))
+    assert stats.datasets[0].num_examples == len(frame)
+    for name in frame.columns:
+        feature = _feature(stats, name)
+        common = feature.num_stats.common_stats if feature.HasField("num_stats") else feature.string_stats.common_stats
+        assert common.num_non_missing == frame[name].notna().sum(), name
+    fare = _feature(stats, "fare").num_stats
+    assert fare.mean == pytest.approx(frame.fare.mean(), rel=1e-6)
+    assert fare.max == pytest.approx(frame.fare.max(), rel=1e-6)
+    hours = _feature(stats, "trip_start_hour").num_stats
+    assert (hours.min, hours.max) == (frame.trip_start_hour.min(), frame.trip_start_hour.max())
+    payment = _feature(stats, "payment_type").string_stats
+    assert payment.unique == frame.payment_type.nunique()
+    assert {v.value: v.frequency for v in payment.top_values} == frame.payment_type.value_counts().to_dict()
+    # data2.csv writes its integer columns as "8.0": they are still integers (pitfall 1).
+    integral = [c for c in frame.columns if frame[c].dtype.kind == "f" and frame[c].notna().any()
+                and (frame[c].dropna() % 1 == 0).all()]
+    assert integral and all(summary["column_types"][c] == "INT" for c in integral)
+    assert (out / "all" / "statistics.pbtxt").exists() and (out / "run_summary.json").exists()
+
+
+def test_schema_guides_types_and_widening_names_file_and_line(tmp_path, caplog):
+    data = tmp_path / "rides.csv"
+    data.write_text("hour,fare\n8,1\n9.0,2\n7.5,3\n")
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text('feature { name: "hour" type: INT }\nfeature { name: "fare" type: FLOAT }\n')
+    with caplog.at_level(logging.WARNING):
+        summary = statistics.run([f"--input={data}", f"--schema={schema}", f"--output_dir={tmp_path / 'out'}"])
+    assert summary["column_types"] == {"fare": "FLOAT", "hour": "FLOAT"}
+    assert summary["type_warnings"] == [
+        f"{data}:4 column 'hour': value '7.5' is not INT as the schema says; the column is read as FLOAT "
+        "and validation will report it"]
+    stats, _ = stats_io.load_statistics(str(tmp_path / "out"))
+    # The schema says FLOAT for fare, whose values are all integral: TFDV still sees floats.
+    assert _feature(stats, "fare").type == statistics_pb2.FeatureNameStatistics.FLOAT
+    assert _feature(stats, "hour").type == statistics_pb2.FeatureNameStatistics.FLOAT
+
+
+def test_bad_rows_are_dead_lettered_and_counted(tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("a,b\n1,x\n2\n\n3,y,extra\n4,z\n")
+    out = tmp_path / "out"
+    summary = statistics.run([f"--input={data}", f"--output_dir={out}"])
+    assert summary["examples"] == {"all": 2}
+    assert summary["rejected"] == {"wrong_field_count": 2} and summary["blank_lines"] == 1
+    letters = [json.loads(line) for line in
+               (out / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_text().splitlines()]
+    assert [(l["line"], l["reason"], l["record"]) for l in letters] == [
+        (3, "wrong_field_count", "2"), (5, "wrong_field_count", "3,y,extra")]
+
+
+def test_slice_by_gives_one_dataset_per_value(data2_stats, tmp_path):
+    frame = pd.read_csv(TAXI / "data2.csv")
+    statistics.run([f"--input={TAXI / 'data2.csv'}", "--slice_by=payment_type", f"--output_dir={tmp_path}"])
+    stats, _ = stats_io.load_statistics(str(tmp_path))
+    sliced = {d.name: d.num_examples for d in stats.datasets}
+    expected = {f"payment_type_{k}": v for k, v in frame.payment_type.value_counts().items()}
+    assert sliced == dict(expected, **{"All Examples": len(frame)})
+
+
+def test_usage_errors(tmp_path):
+    with pytest.raises(options.UsageError, match="exactly one of"):
+        statistics.run([f"--output_dir={tmp_path}"])
+    with pytest.raises(options.UsageError, match="matches no file"):
+        statistics.run([f"--input={tmp_path}/none*.csv", f"--output_dir={tmp_path}"])
+    with pytest.raises(options.UsageError, match="holds no"):
+        statistics.run([f"--examples_dir={tmp_path}", f"--output_dir={tmp_path}/o"])
+    other = tmp_path / "other.csv"
+    other.write_text("x,y\n1,2\n")
+    with pytest.raises(options.UsageError, match="differs from"):
+        statistics.run([f"--input={TAXI / 'data2.csv'}", f"--input={other}", f"--output_dir={tmp_path}/o"])
+
+
+@pytest.fixture(scope="module")
+def quickdraw_examples(shared_data, tmp_path_factory):
+    from beam_jobs import quickdraw_to_tfrecord
+
+    out = tmp_path_factory.mktemp("qd_examples")
+    quickdraw_to_tfrecord.run([f"--input={QUICKDRAW / 'simplified'}/*", f"--output_dir={out}",
+                               "--compression=gzip"])
+    return out
+
+
+def _count_records(paths):
+    return sum(1 for _ in tf.data.TFRecordDataset([str(p) for p in paths], compression_type="GZIP"))
+
+
+def test_examples_dir_gives_statistics_per_split(quickdraw_examples, tmp_path):
+    summary = statistics.run([f"--examples_dir={quickdraw_examples}", f"--output_dir={tmp_path}"])
+    for split in ("train", "eval", "test"):
+        expected = _count_records(sorted(quickdraw_examples.glob(f"{split}-*.tfrecord.gz")))
+        assert summary["examples"][split] == expected
+        stats, _ = stats_io.load_statistics(str(tmp_path), (split,))
+        assert stats.datasets[0].num_examples == expected
+    classes = len((quickdraw_examples / "labels.txt").read_text().splitlines())
+    train, _ = stats_io.load_statistics(str(tmp_path))
+    label = _feature(train, "label").num_stats
+    assert 0 <= label.min and label.max <= classes - 1
+    pixels = _feature(train, "img_64").num_stats
+    assert (pixels.min, pixels.max) == (0, 255)
+    assert pixels.common_stats.min_num_values == pixels.common_stats.max_num_values == 64 * 64
