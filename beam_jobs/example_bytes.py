@@ -17,3 +17,17 @@ def encode(encoder, record_batch: pa.RecordBatch) -> List[bytes]:
 
     parse = example_pb2.Example.FromString
     return [parse(example).SerializeToString(deterministic=True) for example in encoder.encode(record_batch)]
+
+
+def encode_by_column(encoder, record_batch: pa.RecordBatch) -> List[bytes]:
+    """Same content as `encode`, faster for wide features (QuickDraw's 4096 pixels).
+
+    Each column is encoded as its own one-feature Example and the pieces are concatenated in
+    column order: protobuf parses concatenated messages as one merged message, so the result
+    is one Example with every feature, in an order that no map iteration can change.
+    """
+    pieces = [
+        encoder.encode(pa.RecordBatch.from_arrays([column], [name]))
+        for name, column in zip(record_batch.schema.names, record_batch.columns)
+    ]
+    return [b"".join(parts) for parts in zip(*pieces)]

@@ -5,6 +5,8 @@ read whole by one worker (any FileSystem Beam knows: local, gs://, ...; .gz tran
 and its lines travel in batches, which keeps per-element overhead off the hot path.
 """
 
+import gzip
+import zlib
 from typing import Iterable, Iterator, List, NamedTuple, Sequence
 
 import apache_beam as beam
@@ -43,23 +45,37 @@ def total_size(paths: Iterable[str]) -> int:
     return sum(result.metadata_list[0].size_in_bytes for result in FileSystems.match(list(paths)))
 
 
+def _open(path: str):
+    if path.endswith(".gz"):
+        # Python's gzip notices a truncated file (EOFError); Beam's decompressor stops quietly.
+        return gzip.GzipFile(fileobj=FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+
+
 def iter_line_batches(path: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[LineBatch]:
-    """Yields the file's lines (newline stripped, CRLF tolerated) in numbered batches."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        batch: List[bytes] = []
-        first = 1
-        number = 0
-        for number, line in enumerate(iter(handle.readline, b""), start=1):
-            batch.append(line.rstrip(b"\r\n"))
-            if len(batch) == batch_size:
+    """Yields the file's lines (newline stripped, CRLF tolerated) in numbered batches.
+
+    A file that cannot be read to its end fails the job with its name and the last line read:
+    the lines after that point are unknown, so they cannot be dead-lettered.
+    """
+    number = 0
+    try:
+        with _open(path) as handle:
+            batch: List[bytes] = []
+            first = 1
+            for number, line in enumerate(iter(handle.readline, b""), start=1):
+                batch.append(line.rstrip(b"\r\n"))
+                if len(batch) == batch_size:
+                    yield LineBatch(path, first, batch)
+                    batch, first = [], number + 1
+            if batch:
                 yield LineBatch(path, first, batch)
-                batch, first = [], number + 1
-        if batch:
-            yield LineBatch(path, first, batch)
+    except (OSError, EOFError, zlib.error) as error:
+        raise IOError(f"{path}: cannot read past line {number}: {error}. Fix or remove the file and rerun.") from error
 
 
 class ReadLineBatches(beam.PTransform):
-    """Reads files into LineBatch elements; the Reshuffle spreads files over workers."""
+    """Reads files into LineBatch elements; files are spread over workers (Create reshuffles)."""
 
     def __init__(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE):
         super().__init__()
@@ -71,5 +87,4 @@ class ReadLineBatches(beam.PTransform):
             pbegin
             | "ListFiles" >> beam.Create(self._paths)
             | "ReadLines" >> beam.FlatMap(iter_line_batches, batch_size=self._batch_size)
-            | "SpreadBatches" >> beam.Reshuffle()
         )

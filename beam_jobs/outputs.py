@@ -55,8 +55,33 @@ def _write_shard(keyed_batches, directory: str, file_names: Dict, write: Callabl
     return key, len(rows)
 
 
+class GroupByShard(beam.PTransform):
+    """Groups `(key, value)` pairs by output file key, with every key of `keys` present.
+
+    Keys that received nothing still come out (with no values), so empty shards are
+    written too and the output layout does not depend on the data.
+    """
+
+    def __init__(self, keys):
+        super().__init__()
+        self._keys = sorted(keys)
+
+    def expand(self, keyed):
+        every_key = keyed.pipeline | "EveryShard" >> beam.Create([(key, []) for key in self._keys])
+        flattened = (keyed, every_key) | "WithEmptyShards" >> beam.Flatten()
+        return (
+            flattened
+            | "GroupByShard" >> beam.GroupByKey()
+            | "DropEmptyMarkers" >> beam.MapTuple(lambda key, values: (key, [v for v in values if not _is_marker(v)]))
+        )
+
+
+def _is_marker(value) -> bool:
+    return isinstance(value, list) and not value
+
+
 class WriteSortedShards(beam.PTransform):
-    """Writes `((key), [(sort_key, bytes), ...])` batches to one file per key, sorted by sort_key.
+    """Writes `(key, [(sort_key, bytes), ...])` batches to one file per key, sorted by sort_key.
 
     `file_names` maps every key to its file name, so empty shards are written too. The
     output PCollection holds `(key, record_count)` per file.
@@ -67,14 +92,9 @@ class WriteSortedShards(beam.PTransform):
         self._directory, self._file_names, self._write = directory, dict(file_names), write
 
     def expand(self, keyed_batches):
-        every_key = (
-            keyed_batches.pipeline
-            | "EveryShard" >> beam.Create(sorted((key, []) for key in self._file_names))
-        )
         return (
-            (keyed_batches, every_key)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
+            keyed_batches
+            | "GroupByShard" >> GroupByShard(self._file_names)
             | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
         )
 

@@ -37,7 +37,7 @@ import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import contact_sheet, dead_letters, inputs, options, outputs, rasterize, splits, strokes
+from beam_jobs import contact_sheet, dead_letters, example_bytes, inputs, options, outputs, rasterize, splits, strokes
 from beam_jobs.progress import Progress
 from transforms.quickdraw import features
 
@@ -66,9 +66,23 @@ class DrawingBatch(NamedTuple):
 
         return DrawingBatch(*(pick(column) for column in self))
 
+    @staticmethod
+    def concat(batches: Sequence["DrawingBatch"]) -> "DrawingBatch":
+        def join(columns):
+            return np.concatenate(columns) if isinstance(columns[0], np.ndarray) else [v for c in columns for v in c]
+
+        return DrawingBatch(*(join(columns) for columns in zip(*batches)))
+
+    def by_shard(self):
+        """Yields ((split name, shard), sub-batch) for each output file this batch touches."""
+        keys = self.split.astype(np.int64) * (1 << 32) + self.shard
+        for key in np.unique(keys):
+            rows = np.flatnonzero(keys == key)
+            yield (splits.SPLIT_NAMES[key >> 32], int(key & 0xFFFFFFFF)), self.take(rows)
+
 
 class ParseDrawingsFn(beam.DoFn):
-    """LineBatch -> DrawingBatch; rejected lines to DEAD_LETTER_TAG, counts to COUNTS_TAG."""
+    """LineBatch -> ((split, shard), DrawingBatch); rejected lines to DEAD_LETTER_TAG, counts to COUNTS_TAG."""
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
@@ -115,7 +129,7 @@ class ParseDrawingsFn(beam.DoFn):
         self._progress.add(len(batch.lines))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if kept:
-            yield self._to_batch(batch.path, kept)
+            yield from self._to_batch(batch.path, kept).by_shard()
 
     def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
         key = "rejected." + letter["reason"]
@@ -136,9 +150,9 @@ class ParseDrawingsFn(beam.DoFn):
             timestamps=[d.timestamp for _, d in kept],
             recognized=np.array([d.recognized for _, d in kept], dtype=np.int64),
             images=np.stack([
-                rasterize.rasterize(d.strokes, self._image_size, self._line_width) for _, d in kept
+                rasterize.rasterize(d.points, d.lengths, self._image_size, self._line_width) for _, d in kept
             ]),
-            ink=[strokes.ink(d.strokes) for _, d in kept],
+            ink=[strokes.ink(d.points, d.lengths) for _, d in kept],
             split=np.array([splits.split_index(k, self._split_ratios) for k in key_bytes], dtype=np.int8),
             shard=np.array([splits.shard_index(k, self._num_shards) for k in key_bytes], dtype=np.int32),
         )
@@ -176,49 +190,55 @@ def to_record_batch(batch: DrawingBatch, labels: np.ndarray, image_size: int) ->
     return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
 
 
-class EncodeExamplesFn(beam.DoFn):
-    """DrawingBatch -> ((split, shard), [(sort_key, serialized Example)]) per shard it touches.
+class WriteExampleShardFn(beam.DoFn):
+    """Writes one TFRecord shard: its drawings sorted, labelled, encoded by tfx_bsl in chunks.
 
     Side inputs: the class list, and per class the largest sort key kept by
-    `--max_per_category` (absent when there is no such cap).
+    `--max_per_category` (empty when there is no such cap). Encoding happens here, after
+    the shuffle, because labels need the class list of the whole input.
     """
 
     COUNTS_TAG = "counts"
     SAMPLES_TAG = "samples"
+    _CHUNK = 1024
 
-    def __init__(self, image_size: int):
-        self._image_size = image_size
+    def __init__(self, directory: str, file_names: Dict[tuple, str], image_size: int, compression: str):
+        self._directory, self._file_names = directory, file_names
+        self._image_size, self._compression = image_size, compression
 
     def setup(self):
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
-    def process(self, batch: DrawingBatch, class_list: List[str], caps: Dict[str, tuple]):
-        rows = [i for i, (word, key) in enumerate(zip(batch.words, batch.sort_keys))
-                if word not in caps or key <= caps[word]]
-        counts = {"filtered": len(batch.words) - len(rows)}
-        batch = batch.take(rows)
+    def process(self, shard_batches, class_list: List[str], caps: Dict[str, tuple]):
+        shard_key, batches = shard_batches
+        batch = DrawingBatch.concat(batches) if batches else None
+        total = len(batch.words) if batch else 0
+        rows = [] if batch is None else sorted(
+            (i for i, (word, key) in enumerate(zip(batch.words, batch.sort_keys))
+             if word not in caps or key <= caps[word]),
+            key=batch.sort_keys.__getitem__)
+        counts = {"filtered": total - len(rows), "written." + shard_key[0]: len(rows)}
         index = {word: i for i, word in enumerate(class_list)}
-        labels = np.array([index[word] for word in batch.words], dtype=np.int64)
-        encoded = self._encoder.encode(to_record_batch(batch, labels, self._image_size))
-        by_shard: Dict[tuple, list] = {}
-        for split, shard, key, example in zip(batch.split, batch.shard, batch.sort_keys, encoded):
-            by_shard.setdefault((splits.SPLIT_NAMES[split], int(shard)), []).append((key, example))
-        for shard_key, rows_ in by_shard.items():
-            counts["written." + shard_key[0]] = counts.get("written." + shard_key[0], 0) + len(rows_)
-            yield shard_key, rows_
+        path = outputs.join(self._directory, self._file_names[shard_key])
+        outputs.write_tfrecords(path, self._encode(batch, rows, index), self._compression)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
-        firsts: Dict[str, list] = {}
-        for i in np.argsort(np.array([k[0] for k in batch.sort_keys], dtype=np.uint64), kind="stable"):
-            chosen = firsts.setdefault(batch.words[i], [])
-            if len(chosen) < SAMPLES_PER_CLASS:
-                chosen.append(i)
-                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (batch.words[i], (batch.sort_keys[i], batch.images[i])))
+        chosen: Dict[str, int] = {}
+        for i in rows:  # Already in sort-key order: the first few per class are the samples.
+            word = batch.words[i]
+            if chosen.get(word, 0) < SAMPLES_PER_CLASS:
+                chosen[word] = chosen.get(word, 0) + 1
+                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (word, (batch.sort_keys[i], batch.images[i])))
+
+    def _encode(self, batch: DrawingBatch, rows: List[int], index: Dict[str, int]):
+        for start in range(0, len(rows), self._CHUNK):
+            chunk = batch.take(rows[start:start + self._CHUNK])
+            labels = np.array([index[word] for word in chunk.words], dtype=np.int64)
+            yield from example_bytes.encode_by_column(self._encoder, to_record_batch(chunk, labels, self._image_size))
 
 
 class DrawingsResult(NamedTuple):
-    examples: beam.PCollection  # ((split, shard), [(sort_key, serialized Example)])
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
     class_list: beam.PCollection  # one sorted list of class names
@@ -226,17 +246,19 @@ class DrawingsResult(NamedTuple):
 
 
 class DrawingsToExamples(beam.PTransform):
-    """LineBatch elements -> Examples by shard, dead letters, counts, classes and samples.
+    """LineBatch elements -> Example TFRecord shards in `directory`, plus dead letters, counts,
+    the class list and sample images.
 
-        result = line_batches | DrawingsToExamples(image_size=28, split_ratios=(.8, .1, .1))
-        result.examples | outputs.WriteSortedShards(...)
+        result = line_batches | DrawingsToExamples(directory=out, image_size=28)
+        result.dead_letters | ...
     """
 
-    def __init__(self, *, image_size: int = features.DEFAULT_IMAGE_SIZE, line_width: int = 1,
+    def __init__(self, *, directory: str, num_shards: int = 1, compression: str = "none",
+                 image_size: int = features.DEFAULT_IMAGE_SIZE, line_width: int = 1,
                  source_format: str = strokes.AUTO, max_points: int = strokes.DEFAULT_MAX_POINTS,
                  rdp_epsilon: float = strokes.DEFAULT_RDP_EPSILON, recognized_only: bool = False,
                  categories: Optional[Sequence[str]] = None, max_per_category: Optional[int] = None,
-                 split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
+                 split_ratios=(0.8, 0.1, 0.1)):
         super().__init__()
         if not rasterize.MIN_SIZE <= image_size <= rasterize.MAX_SIZE:
             raise options.UsageError(f"--image_size must be in {rasterize.MIN_SIZE}..{rasterize.MAX_SIZE}, got {image_size}")
@@ -248,7 +270,12 @@ class DrawingsToExamples(beam.PTransform):
             raise options.UsageError("--max_points must be at least 1")
         if max_per_category is not None and max_per_category < 1:
             raise options.UsageError("--max_per_category must be at least 1")
-        self._image_size = image_size
+        suffix = outputs.tfrecord_suffix(compression)
+        self._file_names = {
+            (split, shard): outputs.shard_name(split, shard, num_shards, suffix)
+            for split in splits.SPLIT_NAMES for shard in range(num_shards)
+        }
+        self._write = WriteExampleShardFn(directory, self._file_names, image_size, compression)
         self._categories = sorted(set(categories)) if categories else None
         self._max_per_category = max_per_category
         self._parse = ParseDrawingsFn(
@@ -259,7 +286,8 @@ class DrawingsToExamples(beam.PTransform):
     def expand(self, line_batches):
         parsed = line_batches | "ParseAndRasterize" >> beam.ParDo(self._parse).with_outputs(
             ParseDrawingsFn.DEAD_LETTER_TAG, ParseDrawingsFn.COUNTS_TAG, main="drawings")
-        drawings = parsed.drawings
+        by_shard = parsed.drawings
+        drawings = by_shard | "DropShardKeys" >> beam.Values()
         if self._categories is not None:
             class_list = line_batches.pipeline | "GivenClasses" >> beam.Create([self._categories])
         else:
@@ -278,15 +306,17 @@ class DrawingsToExamples(beam.PTransform):
             )
         else:
             caps = line_batches.pipeline | "NoCaps" >> beam.Create([])
-        encoded = drawings | "EncodeExamples" >> beam.ParDo(
-            EncodeExamplesFn(self._image_size),
-            class_list=pvalue.AsSingleton(class_list),
-            caps=pvalue.AsDict(caps),
-        ).with_outputs(EncodeExamplesFn.COUNTS_TAG, EncodeExamplesFn.SAMPLES_TAG, main="examples")
-        samples = encoded.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
+        written = (
+            by_shard
+            | "GroupByShard" >> outputs.GroupByShard(self._file_names)
+            | "WriteExamples" >> beam.ParDo(
+                self._write, class_list=pvalue.AsSingleton(class_list), caps=pvalue.AsDict(caps)
+            ).with_outputs(WriteExampleShardFn.COUNTS_TAG, WriteExampleShardFn.SAMPLES_TAG, main="files")
+        )
+        samples = written.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
             SAMPLES_PER_CLASS, key=lambda pair: pair[0])
-        counts = (parsed.counts, encoded.counts) | "AllCounts" >> beam.Flatten()
-        return DrawingsResult(encoded.examples, parsed.dead_letters, counts, class_list, samples)
+        counts = (parsed.counts, written.counts) | "AllCounts" >> beam.Flatten()
+        return DrawingsResult(parsed.dead_letters, counts, class_list, samples)
 
 
 def _write_labels(class_list: List[str], path: str) -> None:
@@ -340,28 +370,20 @@ def run(argv=None) -> dict:
     args, pipeline_options = parse_args(argv)
     paths = inputs.expand_patterns(options.comma_list(args.input))
     categories = read_categories(args.categories)
-    to_examples = DrawingsToExamples(
-        image_size=args.image_size, line_width=args.line_width, source_format=args.source_format,
-        max_points=args.max_points, rdp_epsilon=args.rdp_epsilon, recognized_only=args.recognized_only,
-        categories=categories, max_per_category=args.max_per_category,
-        split_ratios=args.split_ratios, num_shards=args.num_shards)
-    suffix = outputs.tfrecord_suffix(args.compression)
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [
         features.LABELS_FILE, "samples.png", dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
-        example_files = {
-            (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
-            for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
-        }
+        to_examples = DrawingsToExamples(
+            directory=staged.staging_dir, num_shards=args.num_shards, compression=args.compression,
+            image_size=args.image_size, line_width=args.line_width, source_format=args.source_format,
+            max_points=args.max_points, rdp_epsilon=args.rdp_epsilon, recognized_only=args.recognized_only,
+            categories=categories, max_per_category=args.max_per_category, split_ratios=args.split_ratios)
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
         with beam.Pipeline(options=pipeline_options) as pipeline:
             result = pipeline | "ReadNdjson" >> inputs.ReadLineBatches(paths) | "DrawingsToExamples" >> to_examples
-            _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
-                staged.staging_dir, example_files,
-                lambda path, records: outputs.write_tfrecords(path, records, args.compression))
             _ = (
                 result.dead_letters
                 | "KeyDeadLetters" >> beam.Map(lambda letter: (0, [(dead_letters.sort_key(letter), dead_letters.encode(letter))]))

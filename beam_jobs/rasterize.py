@@ -21,23 +21,27 @@ def default_margin(size: int) -> int:
     return max(1, round(size / 32))
 
 
-def rasterize(strokes: Sequence[np.ndarray], size: int = 64, line_width: int = 1,
+def rasterize(points: np.ndarray, lengths: Sequence[int], size: int = 64, line_width: int = 1,
               margin: Optional[int] = None) -> np.ndarray:
-    """Returns a (size, size) uint8 image of `strokes` ((n, 2) arrays of x, y)."""
+    """Returns a (size, size) uint8 image of the strokes: `points` (n, 2) x, y one stroke after
+    another, `lengths` the number of points of each stroke."""
     margin = default_margin(size) if margin is None else margin
-    points = np.concatenate(strokes)
-    low, high = points.min(axis=0), points.max(axis=0)
-    extent = float((high - low).max())
+    (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
+    extent = max(x1 - x0, y1 - y0)
     # Room for the pen: half a line width (plus anti-aliasing) on each side stays inside the margin.
     room = size - 1 - 2 * margin - line_width
     scale = room / extent if extent > 0 else 0.0
-    offset = (size - 1) / 2.0 - (low + high) / 2.0 * scale
-    fixed = np.rint((points * scale + offset) * _ONE).astype(np.int32)
+    centre = (size - 1) / 2.0
+    # Fixed point; adding 0.5 before truncation rounds, as every coordinate is positive here.
+    shift = ((centre - (x0 + x1) / 2.0 * scale) * _ONE + 0.5, (centre - (y0 + y1) / 2.0 * scale) * _ONE + 0.5)
+    fixed = (points * (scale * _ONE) + shift).astype(np.int32)
     image = np.zeros((size, size), dtype=np.uint8)
-    bounds = np.cumsum([len(s) for s in strokes])[:-1]
-    lines, dots = [], []
-    for stroke in np.split(fixed, bounds):
-        if len(stroke) > 1 and (stroke != stroke[0]).any():
+    lines, dots, start = [], [], 0
+    for n in lengths:
+        stroke = fixed[start:start + n]
+        start += n
+        # polylines draws nothing for a lone point: those become dots.
+        if extent > 0 and n > 1 and (n > 2 or (stroke[0] != stroke[1]).any()):
             lines.append(stroke)
         else:
             dots.append(stroke[0])

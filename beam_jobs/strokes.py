@@ -9,9 +9,8 @@ spacing, simplified with Ramer-Douglas-Peucker (epsilon 2.0), rounded to integer
 
 import dataclasses
 import json
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
-import cv2
 import numpy as np
 import orjson
 
@@ -35,15 +34,24 @@ class Rejected(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Drawing:
-    """A validated drawing; strokes are (n, 2) float arrays in simplified 0..255 coordinates."""
+    """A validated drawing in simplified 0..255 coordinates.
+
+    `points` is (n, 2) float64, all strokes one after the other; `lengths` gives the number
+    of points of each stroke (one array instead of one per stroke keeps NumPy calls few).
+    """
 
     key_id: str
     word: str
     countrycode: str
     timestamp: str
     recognized: bool
-    strokes: Tuple[np.ndarray, ...]
+    points: np.ndarray
+    lengths: Tuple[int, ...]
     source_format: str
+
+    @property
+    def strokes(self) -> List[np.ndarray]:
+        return np.split(self.points, np.cumsum(self.lengths)[:-1])
 
 
 def _loads(line: bytes):
@@ -78,22 +86,28 @@ def _stroke_format(stroke, index: int) -> str:
     raise Rejected("bad_stroke", f"stroke {index} has {len(stroke)} coordinate lists, expected 2 or 3")
 
 
-def _stroke_array(stroke, index: int) -> np.ndarray:
-    lengths = {len(c) for c in stroke}
-    if len(lengths) != 1:
-        raise Rejected("length_mismatch", f"stroke {index} has coordinate lists of lengths "
-                       f"{[len(c) for c in stroke]}")
-    if not lengths.pop():
+def _stroke_length(stroke, index: int) -> int:
+    lengths = [len(c) for c in stroke]
+    if lengths.count(lengths[0]) != len(lengths):
+        raise Rejected("length_mismatch", f"stroke {index} has coordinate lists of lengths {lengths}")
+    if not lengths[0]:
         raise Rejected("empty_stroke", f"stroke {index} has no points")
+    return lengths[0]
+
+
+def _points(drawing: list) -> np.ndarray:
+    """All strokes' (x, y) as one (n, 2) float64 array; rejects non-numbers and NaN/inf."""
+    xs = [v for stroke in drawing for v in stroke[0]]
+    ys = [v for stroke in drawing for v in stroke[1]]
     try:
-        points = np.array(stroke[:2])
+        points = np.array((xs, ys))
     except (ValueError, TypeError):
         points = None
     if points is None or points.dtype.kind not in "iuf":
-        raise Rejected("non_numeric", f"stroke {index} has a coordinate that is not a number")
-    points = points.astype(np.float64).T
+        raise Rejected("non_numeric", "a coordinate is not a number")
+    points = points.T.astype(np.float64)
     if not np.isfinite(points).all():
-        raise Rejected("non_finite", f"stroke {index} has a NaN or infinite coordinate")
+        raise Rejected("non_finite", "a coordinate is NaN or infinite")
     return points
 
 
@@ -123,24 +137,25 @@ def parse_drawing(line: bytes, source_format: str = AUTO, max_points: int = DEFA
     detected = formats.pop()
     if source_format != AUTO and detected != source_format:
         raise Rejected("format_mismatch", f"--format {source_format} but the strokes are {detected}")
-    num_points = sum(len(stroke[0]) for stroke in drawing)
-    if num_points > max_points:
-        raise Rejected("too_many_points", f"{num_points} points, more than --max_points {max_points}")
-    strokes = [_stroke_array(stroke, i) for i, stroke in enumerate(drawing)]
+    lengths = [_stroke_length(stroke, i) for i, stroke in enumerate(drawing)]
+    if sum(lengths) > max_points:
+        raise Rejected("too_many_points", f"{sum(lengths)} points, more than --max_points {max_points}")
+    points = _points(drawing)
     if detected == SIMPLIFIED:
-        low = min(s.min() for s in strokes)
-        high = max(s.max() for s in strokes)
+        low, high = points.min(), points.max()
         if low < 0 or high > 255:
             raise Rejected("out_of_range", f"simplified coordinates must lie in 0..255, found {low:g}..{high:g}")
     else:
-        strokes = normalize_raw(strokes, rdp_epsilon)
+        strokes = normalize_raw(np.split(points, np.cumsum(lengths)[:-1]), rdp_epsilon)
+        points, lengths = np.concatenate(strokes), [len(stroke) for stroke in strokes]
     return Drawing(
         key_id=_text(record, "key_id", required=True),
         word=word,
         countrycode=_text(record, "countrycode", required=False),
         timestamp=_text(record, "timestamp", required=False),
         recognized=recognized,
-        strokes=tuple(strokes),
+        points=points,
+        lengths=tuple(lengths),
         source_format=detected,
     )
 
@@ -160,17 +175,37 @@ def resample(points: np.ndarray, spacing: float = 1.0) -> np.ndarray:
 
 
 def simplify(points: np.ndarray, epsilon: float) -> np.ndarray:
-    """Ramer-Douglas-Peucker (OpenCV's approxPolyDP on an open curve)."""
+    """Ramer-Douglas-Peucker on an open stroke: both ends stay, even when they coincide.
+
+    (OpenCV's approxPolyDP drops the closing part of a stroke that ends where it began.)
+    """
     if epsilon <= 0 or len(points) < 3:
         return points
-    curve = points.astype(np.float32).reshape(-1, 1, 2)
-    return cv2.approxPolyDP(curve, epsilon, False).reshape(-1, 2).astype(np.float64)
+    keep = np.zeros(len(points), dtype=bool)
+    keep[[0, -1]] = True
+    spans = [(0, len(points) - 1)]
+    while spans:
+        first, last = spans.pop()
+        if last - first < 2:
+            continue
+        (dx, dy), inner = points[last] - points[first], points[first + 1:last] - points[first]
+        length = np.hypot(dx, dy)
+        # Distance to the line through the span's ends (the classic RDP measure), or to the
+        # point itself when the ends coincide.
+        distance = (np.abs(dx * inner[:, 1] - dy * inner[:, 0]) / length if length
+                    else np.hypot(inner[:, 0], inner[:, 1]))
+        farthest = int(np.argmax(distance))
+        if distance[farthest] > epsilon:
+            split = first + 1 + farthest
+            keep[split] = True
+            spans += [(first, split), (split, last)]
+    return points[keep]
 
 
 def normalize_raw(strokes: List[np.ndarray], rdp_epsilon: float = DEFAULT_RDP_EPSILON) -> List[np.ndarray]:
     """Raw screen strokes -> simplified-format strokes (integers in 0..255)."""
-    low = np.min([s.min(axis=0) for s in strokes], axis=0)
-    high = np.max([s.max(axis=0) for s in strokes], axis=0)
+    points = np.concatenate(strokes)
+    low, high = points.min(axis=0), points.max(axis=0)
     extent = float((high - low).max())
     scale = 255.0 / extent if extent > 0 else 0.0
     normalized = []
@@ -181,16 +216,14 @@ def normalize_raw(strokes: List[np.ndarray], rdp_epsilon: float = DEFAULT_RDP_EP
     return normalized
 
 
-def ink(strokes: Tuple[np.ndarray, ...]) -> np.ndarray:
+def ink(points: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
     """(num_points, 3) float32 of (dx, dy, pen_up): offsets from the previous point (the first
     from the top-left corner), scaled so the longer side of the drawing is 1, aspect kept;
     pen_up is 1 on the last point of every stroke."""
-    points = np.concatenate(strokes)
-    low = points.min(axis=0)
-    extent = float((points.max(axis=0) - low).max())
-    unit = (points - low) / (extent if extent > 0 else 1.0)
+    (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
+    extent = max(x1 - x0, y1 - y0) or 1.0
     out = np.zeros((len(points), 3), dtype=np.float32)
-    out[:, :2] = np.diff(unit, axis=0, prepend=np.zeros((1, 2)))
-    out[np.cumsum([len(s) for s in strokes]) - 1, 2] = 1.0
+    out[0, :2] = ((points[0, 0] - x0) / extent, (points[0, 1] - y0) / extent)
+    out[1:, :2] = np.diff(points, axis=0) / extent
+    out[np.cumsum(lengths) - 1, 2] = 1.0
     return out
-
