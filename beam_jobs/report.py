@@ -18,7 +18,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from beam_jobs import stats_io
 
 _CHART_W, _CHART_H = 280, 70
-_LABEL_W = 130  # room for a top value's name left of its bar
+_LABEL_W = 134  # room for a top value's name left of its bar
 _TOP_VALUES = 8
 _TYPES = {v: k for k, v in statistics_pb2.FeatureNameStatistics.Type.items()}
 _SAMPLES_FILE = "samples.png"
@@ -89,7 +89,7 @@ def histogram_svg(stats: statistics_pb2.FeatureNameStatistics) -> str:
         bars = "".join(
             f'<rect x="{_LABEL_W}" y="{i * row + 1}" width="{v.frequency / top * (_CHART_W - _LABEL_W - 50):.1f}" '
             f'height="{row - 3}" fill="#f58518"></rect><text x="{_LABEL_W - 4}" y="{i * row + 10}" text-anchor="end">'
-            f"{_esc(v.value[:20] + ('…' if len(v.value) > 20 else ''))}</text>"
+            f"{_esc(v.value[:19] + ('…' if len(v.value) > 19 else ''))}</text>"
             f'<text x="{_LABEL_W + 4 + v.frequency / top * (_CHART_W - _LABEL_W - 50):.1f}" y="{i * row + 10}">'
             f"{_esc(_fmt(v.frequency))}</text>"
             for i, v in enumerate(values))
