@@ -2,14 +2,14 @@
 
 Beam's text sources do not report line numbers; dead letters need them, so each file is
 read whole by one worker (any FileSystem Beam knows: local, gs://, ...; .gz transparently)
-and its lines travel in batches, which keeps per-element overhead off the hot path.
+and its lines travel in batches, which keeps per-element overhead off the hot path. Input
+of many files spreads over workers; one huge file is read by one worker.
 """
 
 import gzip
 import zlib
 from typing import Iterable, Iterator, List, NamedTuple, Sequence
 
-import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -72,19 +72,3 @@ def iter_line_batches(path: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterat
                 yield LineBatch(path, first, batch)
     except (OSError, EOFError, zlib.error) as error:
         raise IOError(f"{path}: cannot read past line {number}: {error}. Fix or remove the file and rerun.") from error
-
-
-class ReadLineBatches(beam.PTransform):
-    """Reads files into LineBatch elements; files are spread over workers (Create reshuffles)."""
-
-    def __init__(self, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE):
-        super().__init__()
-        self._paths = list(paths)
-        self._batch_size = batch_size
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self._paths)
-            | "ReadLines" >> beam.FlatMap(iter_line_batches, batch_size=self._batch_size)
-        )

@@ -141,11 +141,14 @@ class StagedOutput:
     def __init__(self, output_dir: str, owned_globs: Sequence[str]):
         self.output_dir = output_dir.rstrip("/") or "/"
         self.staging_dir = join(self.output_dir, f".incomplete-{uuid.uuid4().hex[:12]}")
+        # Scratch space for the run (spilled shuffle parts, TFT's temp files): never published.
+        self.temp_dir = join(self.staging_dir, "_tmp")
         self._owned_globs = list(owned_globs)
         self.started = time.time()
 
     def __enter__(self):
         FileSystems.mkdirs(self.staging_dir)
+        FileSystems.mkdirs(self.temp_dir)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -169,6 +172,8 @@ class StagedOutput:
 
     def publish(self, summary: dict) -> str:
         """Replaces the previous run's files with the staged ones; run_summary.json comes last."""
+        if _exists(self.temp_dir):
+            FileSystems.delete([self.temp_dir])
         summary_path = join(self.output_dir, RUN_SUMMARY)
         if _exists(summary_path):
             FileSystems.delete([summary_path])

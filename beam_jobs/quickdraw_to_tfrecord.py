@@ -29,13 +29,19 @@ Dataflow:
 
 import argparse
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+import pickle
+import uuid
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
 import numpy as np
+import orjson
 import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_jobs import contact_sheet, dead_letters, example_bytes, inputs, options, outputs, rasterize, splits, strokes
 from beam_jobs.progress import Progress
@@ -49,64 +55,138 @@ _LOGGED_REJECTIONS = 10
 class DrawingBatch(NamedTuple):
     """Parsed, rasterized drawings of one input batch, column by column."""
 
-    sort_keys: List[tuple]  # (hash of key_id, key_id, file, line): the order inside a shard.
+    key_hashes: np.ndarray  # uint64 hash of key_id: the first part of the order inside a shard.
     key_ids: List[str]
+    lines: np.ndarray  # int64 line number in the batch's file
     words: List[str]
     countrycodes: List[str]
     timestamps: List[str]
     recognized: np.ndarray  # int64 0/1
     images: np.ndarray  # (n, size, size) uint8
-    ink: List[np.ndarray]  # (points, 3) float32 each
-    split: np.ndarray  # index into splits.SPLIT_NAMES
-    shard: np.ndarray
-
-    def take(self, rows: Sequence[int]) -> "DrawingBatch":
-        def pick(column):
-            return column[rows] if isinstance(column, np.ndarray) else [column[i] for i in rows]
-
-        return DrawingBatch(*(pick(column) for column in self))
-
-    @staticmethod
-    def concat(batches: Sequence["DrawingBatch"]) -> "DrawingBatch":
-        def join(columns):
-            return np.concatenate(columns) if isinstance(columns[0], np.ndarray) else [v for c in columns for v in c]
-
-        return DrawingBatch(*(join(columns) for columns in zip(*batches)))
-
-    def by_shard(self):
-        """Yields ((split name, shard), sub-batch) for each output file this batch touches."""
-        keys = self.split.astype(np.int64) * (1 << 32) + self.shard
-        for key in np.unique(keys):
-            rows = np.flatnonzero(keys == key)
-            yield (splits.SPLIT_NAMES[key >> 32], int(key & 0xFFFFFFFF)), self.take(rows)
+    ink: np.ndarray  # float32 (dx, dy, pen_up) triples of every drawing, one after another
+    ink_points: np.ndarray  # int64 points per drawing
+    split: np.ndarray  # int8 index into splits.SPLIT_NAMES
+    shard: np.ndarray  # int32
 
 
-class ParseDrawingsFn(beam.DoFn):
-    """LineBatch -> ((split, shard), DrawingBatch); rejected lines to DEAD_LETTER_TAG, counts to COUNTS_TAG."""
+def make_batch(kept: List[Tuple[int, strokes.Drawing]], image_size: int, line_width: int,
+               split_ratios: Sequence[float], num_shards: int) -> DrawingBatch:
+    """Rasterizes and columnizes (line number, drawing) pairs of one file (pure; no Beam)."""
+    drawings = [d for _, d in kept]
+    key_bytes = [d.key_id.encode() for d in drawings]
+    ink, ink_points = strokes.ink_batch([d.points for d in drawings], [d.lengths for d in drawings])
+    return DrawingBatch(
+        key_hashes=np.array([splits.key_hash(k) for k in key_bytes], dtype=np.uint64),
+        key_ids=[d.key_id for d in drawings],
+        lines=np.array([n for n, _ in kept], dtype=np.int64),
+        words=[d.word for d in drawings],
+        countrycodes=[d.countrycode for d in drawings],
+        timestamps=[d.timestamp for d in drawings],
+        recognized=np.array([d.recognized for d in drawings], dtype=np.int64),
+        images=np.stack([rasterize.rasterize(d.points, d.lengths, image_size, line_width) for d in drawings]),
+        ink=ink.reshape(-1),
+        ink_points=ink_points,
+        split=np.array([splits.split_index(k, split_ratios) for k in key_bytes], dtype=np.int8),
+        shard=np.array([splits.shard_index(k, num_shards) for k in key_bytes], dtype=np.int32),
+    )
+
+
+def _list_column(values, lengths: np.ndarray) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values if isinstance(values, pa.Array) else pa.array(values))
+
+
+def _bytes_column(values: List[str]) -> pa.Array:
+    return _list_column(pa.array([v.encode() for v in values], type=pa.binary()), np.ones(len(values), np.int32))
+
+
+def to_record_batch(batch: DrawingBatch, labels: np.ndarray, image_size: int) -> pa.RecordBatch:
+    """Columns for tfx_bsl's Example encoder: one list per feature and row."""
+    n = len(batch.key_ids)
+    pixels = batch.images.reshape(n, -1).astype(np.int64).reshape(-1)
+    points = batch.ink_points
+    ones = np.ones(n, np.int32)
+    columns = {
+        features.image_key(image_size): _list_column(pixels, np.full(n, image_size * image_size, np.int32)),
+        features.LABEL_KEY: _list_column(labels.astype(np.int64), ones),
+        features.WORD_KEY: _bytes_column(batch.words),
+        features.COUNTRYCODE_KEY: _bytes_column(batch.countrycodes),
+        features.KEY_ID_KEY: _bytes_column(batch.key_ids),
+        features.RECOGNIZED_KEY: _list_column(batch.recognized, ones),
+        features.TIMESTAMP_KEY: _bytes_column(batch.timestamps),
+        features.INK_KEY: _list_column(batch.ink, (points * 3).astype(np.int32)),
+        features.INK_SHAPE_KEY: _list_column(np.stack([points, np.full(n, 3)], axis=1).reshape(-1),
+                                             np.full(n, 2, np.int32)),
+    }
+    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
+
+
+class _Filters(NamedTuple):
+    recognized_only: bool
+    categories: Optional[frozenset]
+
+    def keep(self, word: str, recognized: bool) -> bool:
+        return (recognized or not self.recognized_only) and (self.categories is None or word in self.categories)
+
+
+def words_in_file(path: str, filters: _Filters) -> Set[str]:
+    """The class names a file contributes: the words of its records that pass the filters.
+
+    A cheap first pass (JSON only, no drawing checks), so labels can be assigned while the
+    drawings are encoded. A word counts even if all its drawings are later rejected: the
+    label of a class does not depend on which records were valid.
+    """
+    words = set()
+    for batch in inputs.iter_line_batches(path):
+        for line in batch.lines:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("word"), str) and record["word"]:
+                if filters.keep(record["word"], record.get("recognized") is True):
+                    words.add(record["word"])
+    return words
+
+
+class DrawingsToPartsFn(beam.DoFn):
+    """LineBatch -> ((split, shard), part file) with the Examples encoded, labelled and keyed.
+
+    Encoded records are spilled to part files under the run's temp directory, and only their
+    paths travel through the shuffle: a runner then moves file names, not images. Rejected
+    lines go to DEAD_LETTER_TAG; counts, samples and (with a cap) sort keys per class go to
+    their own tags.
+    """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
+    SAMPLES_TAG = "samples"
+    KEYS_TAG = "keys"
+    _SPILL_BYTES = 64 << 20
 
-    def __init__(self, *, source_format, max_points, rdp_epsilon, image_size, line_width,
-                 recognized_only, categories, split_ratios, num_shards):
+    def __init__(self, *, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
+                 line_width, split_ratios, num_shards, samples_per_class, emit_keys):
+        self._temp_dir, self._filters = temp_dir, filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
         self._image_size, self._line_width = image_size, line_width
-        self._recognized_only = recognized_only
-        self._categories = frozenset(categories) if categories else None
         self._split_ratios, self._num_shards = split_ratios, num_shards
+        self._samples_per_class, self._emit_keys = samples_per_class, emit_keys
 
     def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
         self._rejections = dead_letters.RejectionCounters(_JOB)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
         self._logged = 0
         self._progress = Progress(_JOB, "lines")
 
-    def _keep(self, drawing: strokes.Drawing) -> bool:
-        if self._recognized_only and not drawing.recognized:
-            return False
-        return self._categories is None or drawing.word in self._categories
+    def start_bundle(self):
+        self._buffers: Dict[tuple, list] = {}
+        self._buffered = 0
 
-    def process(self, batch: inputs.LineBatch):
+    def process(self, batch: inputs.LineBatch, class_list: List[str]):
         counts: Dict[str, int] = {"read": len(batch.lines)}
         kept: List[Tuple[int, strokes.Drawing]] = []
         for offset, line in enumerate(batch.lines):
@@ -121,7 +201,7 @@ class ParseDrawingsFn(beam.DoFn):
                 self._reject(letter, counts)
                 yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
                 continue
-            if self._keep(drawing):
+            if self._filters.keep(drawing.word, drawing.recognized):
                 kept.append((number, drawing))
             else:
                 counts["filtered"] = counts.get("filtered", 0) + 1
@@ -129,7 +209,41 @@ class ParseDrawingsFn(beam.DoFn):
         self._progress.add(len(batch.lines))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if kept:
-            yield from self._to_batch(batch.path, kept).by_shard()
+            yield from self._encode(batch.path, kept, class_list)
+        if self._buffered > self._SPILL_BYTES:
+            yield from self._spill()
+
+    def finish_bundle(self):
+        for element in self._spill():
+            yield WindowedValue(element, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _encode(self, path: str, kept, class_list: List[str]):
+        batch = make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
+        index = {word: i for i, word in enumerate(class_list)}
+        labels = np.array([index[word] for word in batch.words], dtype=np.int64)
+        encoded = example_bytes.encode_by_column(self._encoder, to_record_batch(batch, labels, self._image_size))
+        keys = [(int(h), k, path, int(n)) for h, k, n in zip(batch.key_hashes, batch.key_ids, batch.lines)]
+        for i, example in enumerate(encoded):
+            self._buffers.setdefault((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), []).append(
+                (keys[i], batch.words[i], example))
+            self._buffered += len(example)
+        shown: Dict[str, int] = {}
+        for i in sorted(range(len(keys)), key=keys.__getitem__):
+            word = batch.words[i]
+            if shown.get(word, 0) < self._samples_per_class:
+                shown[word] = shown.get(word, 0) + 1
+                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (word, (keys[i], batch.images[i])))
+        if self._emit_keys:
+            for word, key in zip(batch.words, keys):
+                yield pvalue.TaggedOutput(self.KEYS_TAG, (word, key))
+
+    def _spill(self):
+        for shard_key, rows in sorted(self._buffers.items()):
+            path = outputs.join(self._temp_dir, f"{shard_key[0]}-{shard_key[1]:05d}-{uuid.uuid4().hex}.part")
+            with FileSystems.create(path) as handle:
+                pickle.dump(rows, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            yield shard_key, path
+        self._buffers, self._buffered = {}, 0
 
     def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
         key = "rejected." + letter["reason"]
@@ -140,125 +254,55 @@ class ParseDrawingsFn(beam.DoFn):
             suffix = " (further rejections are counted, not logged)" if self._logged == _LOGGED_REJECTIONS else ""
             logging.warning("Rejected %s%s", dead_letters.describe(letter), suffix)
 
-    def _to_batch(self, path: str, kept: List[Tuple[int, strokes.Drawing]]) -> DrawingBatch:
-        key_bytes = [d.key_id.encode() for _, d in kept]
-        return DrawingBatch(
-            sort_keys=[(splits.key_hash(k), d.key_id, path, n) for k, (n, d) in zip(key_bytes, kept)],
-            key_ids=[d.key_id for _, d in kept],
-            words=[d.word for _, d in kept],
-            countrycodes=[d.countrycode for _, d in kept],
-            timestamps=[d.timestamp for _, d in kept],
-            recognized=np.array([d.recognized for _, d in kept], dtype=np.int64),
-            images=np.stack([
-                rasterize.rasterize(d.points, d.lengths, self._image_size, self._line_width) for _, d in kept
-            ]),
-            ink=[strokes.ink(d.points, d.lengths) for _, d in kept],
-            split=np.array([splits.split_index(k, self._split_ratios) for k in key_bytes], dtype=np.int8),
-            shard=np.array([splits.shard_index(k, self._num_shards) for k in key_bytes], dtype=np.int32),
-        )
-
-
-def _list_column(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values if isinstance(values, pa.Array) else pa.array(values))
-
-
-def _bytes_column(values: List[str]) -> pa.Array:
-    return _list_column(pa.array([v.encode() for v in values], type=pa.binary()), np.ones(len(values), np.int32))
-
-
-def to_record_batch(batch: DrawingBatch, labels: np.ndarray, image_size: int) -> pa.RecordBatch:
-    """Columns for tfx_bsl's Example encoder: one list per feature and row."""
-    n = len(batch.key_ids)
-    pixels = batch.images.reshape(n, -1).astype(np.int64).reshape(-1)
-    points = np.array([len(i) for i in batch.ink], dtype=np.int64)
-    ink = np.concatenate(batch.ink).reshape(-1) if n else np.zeros(0, np.float32)
-    ones = np.ones(n, np.int32)
-    columns = {
-        features.image_key(image_size): _list_column(pixels, np.full(n, image_size * image_size, np.int32)),
-        features.LABEL_KEY: _list_column(labels.astype(np.int64), ones),
-        features.WORD_KEY: _bytes_column(batch.words),
-        features.COUNTRYCODE_KEY: _bytes_column(batch.countrycodes),
-        features.KEY_ID_KEY: _bytes_column(batch.key_ids),
-        features.RECOGNIZED_KEY: _list_column(batch.recognized, ones),
-        features.TIMESTAMP_KEY: _bytes_column(batch.timestamps),
-        features.INK_KEY: _list_column(ink, (points * 3).astype(np.int32)),
-        features.INK_SHAPE_KEY: _list_column(np.stack([points, np.full(n, 3)], axis=1).reshape(-1),
-                                             np.full(n, 2, np.int32)),
-    }
-    return pa.RecordBatch.from_arrays(list(columns.values()), list(columns))
-
 
 class WriteExampleShardFn(beam.DoFn):
-    """Writes one TFRecord shard: its drawings sorted, labelled, encoded by tfx_bsl in chunks.
+    """Writes one TFRecord shard from its part files: records sorted by key, capped per class.
 
-    Side inputs: the class list, and per class the largest sort key kept by
-    `--max_per_category` (empty when there is no such cap). Encoding happens here, after
-    the shuffle, because labels need the class list of the whole input.
+    Side input `caps`: per class, the largest sort key `--max_per_category` keeps (empty
+    without a cap). Only part files whose paths came through the shuffle are read, so
+    leftovers of a retried bundle never reach the output.
     """
 
     COUNTS_TAG = "counts"
-    SAMPLES_TAG = "samples"
-    _CHUNK = 1024
 
-    def __init__(self, directory: str, file_names: Dict[tuple, str], image_size: int, compression: str):
-        self._directory, self._file_names = directory, file_names
-        self._image_size, self._compression = image_size, compression
+    def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str):
+        self._directory, self._file_names, self._compression = directory, file_names, compression
 
-    def setup(self):
-        from tfx_bsl.coders import example_coder
-
-        self._encoder = example_coder.RecordBatchToExamplesEncoder()
-
-    def process(self, shard_batches, class_list: List[str], caps: Dict[str, tuple]):
-        shard_key, batches = shard_batches
-        batch = DrawingBatch.concat(batches) if batches else None
-        total = len(batch.words) if batch else 0
-        rows = [] if batch is None else sorted(
-            (i for i, (word, key) in enumerate(zip(batch.words, batch.sort_keys))
-             if word not in caps or key <= caps[word]),
-            key=batch.sort_keys.__getitem__)
-        counts = {"filtered": total - len(rows), "written." + shard_key[0]: len(rows)}
-        index = {word: i for i, word in enumerate(class_list)}
-        path = outputs.join(self._directory, self._file_names[shard_key])
-        outputs.write_tfrecords(path, self._encode(batch, rows, index), self._compression)
-        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
-        chosen: Dict[str, int] = {}
-        for i in rows:  # Already in sort-key order: the first few per class are the samples.
-            word = batch.words[i]
-            if chosen.get(word, 0) < SAMPLES_PER_CLASS:
-                chosen[word] = chosen.get(word, 0) + 1
-                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (word, (batch.sort_keys[i], batch.images[i])))
-
-    def _encode(self, batch: DrawingBatch, rows: List[int], index: Dict[str, int]):
-        for start in range(0, len(rows), self._CHUNK):
-            chunk = batch.take(rows[start:start + self._CHUNK])
-            labels = np.array([index[word] for word in chunk.words], dtype=np.int64)
-            yield from example_bytes.encode_by_column(self._encoder, to_record_batch(chunk, labels, self._image_size))
+    def process(self, shard_parts, caps: Dict[str, tuple]):
+        shard_key, paths = shard_parts
+        rows = []
+        for path in sorted(paths):
+            with FileSystems.open(path) as handle:
+                rows.extend(pickle.load(handle))
+        kept = sorted((row for row in rows if row[1] not in caps or row[0] <= caps[row[1]]),
+                      key=lambda row: row[0])
+        outputs.write_tfrecords(outputs.join(self._directory, self._file_names[shard_key]),
+                                (example for _, _, example in kept), self._compression)
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, {"filtered": len(rows) - len(kept),
+                                                    "written." + shard_key[0]: len(kept)})
 
 
 class DrawingsResult(NamedTuple):
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
     class_list: beam.PCollection  # one sorted list of class names
-    samples: beam.PCollection  # (word, [(sort_key, image)]) with the first SAMPLES_PER_CLASS
+    samples: beam.PCollection  # (word, [(sort_key, image)]): the first drawings written per class
 
 
 class DrawingsToExamples(beam.PTransform):
-    """LineBatch elements -> Example TFRecord shards in `directory`, plus dead letters, counts,
-    the class list and sample images.
+    """Files of ndjson drawings -> Example TFRecord shards in `directory`, plus dead letters,
+    counts, the class list and sample images.
 
-        result = line_batches | DrawingsToExamples(directory=out, image_size=28)
+        result = pipeline | DrawingsToExamples(paths, directory=out, temp_dir=tmp, image_size=28)
         result.dead_letters | ...
     """
 
-    def __init__(self, *, directory: str, num_shards: int = 1, compression: str = "none",
-                 image_size: int = features.DEFAULT_IMAGE_SIZE, line_width: int = 1,
-                 source_format: str = strokes.AUTO, max_points: int = strokes.DEFAULT_MAX_POINTS,
-                 rdp_epsilon: float = strokes.DEFAULT_RDP_EPSILON, recognized_only: bool = False,
-                 categories: Optional[Sequence[str]] = None, max_per_category: Optional[int] = None,
-                 split_ratios=(0.8, 0.1, 0.1)):
+    def __init__(self, paths: Sequence[str], *, directory: str, temp_dir: str, num_shards: int = 1,
+                 compression: str = "none", image_size: int = features.DEFAULT_IMAGE_SIZE,
+                 line_width: int = 1, source_format: str = strokes.AUTO,
+                 max_points: int = strokes.DEFAULT_MAX_POINTS, rdp_epsilon: float = strokes.DEFAULT_RDP_EPSILON,
+                 recognized_only: bool = False, categories: Optional[Sequence[str]] = None,
+                 max_per_category: Optional[int] = None, split_ratios=(0.8, 0.1, 0.1)):
         super().__init__()
         if not rasterize.MIN_SIZE <= image_size <= rasterize.MAX_SIZE:
             raise options.UsageError(f"--image_size must be in {rasterize.MIN_SIZE}..{rasterize.MAX_SIZE}, got {image_size}")
@@ -270,53 +314,59 @@ class DrawingsToExamples(beam.PTransform):
             raise options.UsageError("--max_points must be at least 1")
         if max_per_category is not None and max_per_category < 1:
             raise options.UsageError("--max_per_category must be at least 1")
+        self._paths = list(paths)
+        self._categories = sorted(set(categories)) if categories else None
+        self._filters = _Filters(recognized_only, frozenset(self._categories) if self._categories else None)
+        self._max_per_category = max_per_category
+        # The first drawings by sort key are kept by a cap too, so samples are always written ones.
+        self._samples = min(SAMPLES_PER_CLASS, max_per_category or SAMPLES_PER_CLASS)
         suffix = outputs.tfrecord_suffix(compression)
         self._file_names = {
             (split, shard): outputs.shard_name(split, shard, num_shards, suffix)
             for split in splits.SPLIT_NAMES for shard in range(num_shards)
         }
-        self._write = WriteExampleShardFn(directory, self._file_names, image_size, compression)
-        self._categories = sorted(set(categories)) if categories else None
-        self._max_per_category = max_per_category
-        self._parse = ParseDrawingsFn(
-            source_format=source_format, max_points=max_points, rdp_epsilon=rdp_epsilon,
-            image_size=image_size, line_width=line_width, recognized_only=recognized_only,
-            categories=self._categories, split_ratios=split_ratios, num_shards=num_shards)
+        self._to_parts = DrawingsToPartsFn(
+            temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
+            rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
+            num_shards=num_shards, samples_per_class=self._samples, emit_keys=max_per_category is not None)
+        self._write = WriteExampleShardFn(directory, self._file_names, compression)
 
-    def expand(self, line_batches):
-        parsed = line_batches | "ParseAndRasterize" >> beam.ParDo(self._parse).with_outputs(
-            ParseDrawingsFn.DEAD_LETTER_TAG, ParseDrawingsFn.COUNTS_TAG, main="drawings")
-        by_shard = parsed.drawings
-        drawings = by_shard | "DropShardKeys" >> beam.Values()
+    def expand(self, pbegin):
+        files = pbegin | "ListFiles" >> beam.Create(self._paths)
         if self._categories is not None:
-            class_list = line_batches.pipeline | "GivenClasses" >> beam.Create([self._categories])
+            class_list = pbegin | "GivenClasses" >> beam.Create([self._categories])
         else:
             class_list = (
-                drawings
-                | "BatchWords" >> beam.Map(lambda batch: set(batch.words))
+                files
+                | "WordsPerFile" >> beam.Map(words_in_file, self._filters)
                 | "AllWords" >> beam.CombineGlobally(lambda sets: set().union(*sets))
                 | "SortWords" >> beam.Map(sorted)
             )
+        parts = (
+            files
+            | "ReadLines" >> beam.FlatMap(inputs.iter_line_batches)
+            | "EncodeDrawings" >> beam.ParDo(self._to_parts, class_list=pvalue.AsSingleton(class_list)).with_outputs(
+                DrawingsToPartsFn.DEAD_LETTER_TAG, DrawingsToPartsFn.COUNTS_TAG, DrawingsToPartsFn.SAMPLES_TAG,
+                DrawingsToPartsFn.KEYS_TAG, main="parts")
+        )
         if self._max_per_category is not None:
             caps = (
-                drawings
-                | "SortKeysByWord" >> beam.FlatMap(lambda batch: zip(batch.words, batch.sort_keys))
+                parts.keys
                 | "FirstPerWord" >> beam.combiners.Top.SmallestPerKey(self._max_per_category)
                 | "LastKeptKey" >> beam.MapTuple(lambda word, keys: (word, keys[-1]))
             )
         else:
-            caps = line_batches.pipeline | "NoCaps" >> beam.Create([])
+            caps = pbegin | "NoCaps" >> beam.Create([])
         written = (
-            by_shard
+            parts.parts
             | "GroupByShard" >> outputs.GroupByShard(self._file_names)
-            | "WriteExamples" >> beam.ParDo(
-                self._write, class_list=pvalue.AsSingleton(class_list), caps=pvalue.AsDict(caps)
-            ).with_outputs(WriteExampleShardFn.COUNTS_TAG, WriteExampleShardFn.SAMPLES_TAG, main="files")
+            | "WriteExamples" >> beam.ParDo(self._write, caps=pvalue.AsDict(caps)).with_outputs(
+                WriteExampleShardFn.COUNTS_TAG, main="files")
         )
-        samples = written.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
-            SAMPLES_PER_CLASS, key=lambda pair: pair[0])
-        counts = (parsed.counts, written.counts) | "AllCounts" >> beam.Flatten()
-        return DrawingsResult(parsed.dead_letters, counts, class_list, samples)
+        samples = parts.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
+            self._samples, key=lambda pair: pair[0])
+        counts = (parts.counts, written.counts) | "AllCounts" >> beam.Flatten()
+        return DrawingsResult(parts.dead_letters, counts, class_list, samples)
 
 
 def _write_labels(class_list: List[str], path: str) -> None:
@@ -376,14 +426,14 @@ def run(argv=None) -> dict:
                  f"{inputs.total_size(paths):,}", args.output_dir)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         to_examples = DrawingsToExamples(
-            directory=staged.staging_dir, num_shards=args.num_shards, compression=args.compression,
+            paths, directory=staged.staging_dir, temp_dir=staged.temp_dir, num_shards=args.num_shards, compression=args.compression,
             image_size=args.image_size, line_width=args.line_width, source_format=args.source_format,
             max_points=args.max_points, rdp_epsilon=args.rdp_epsilon, recognized_only=args.recognized_only,
             categories=categories, max_per_category=args.max_per_category, split_ratios=args.split_ratios)
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            result = pipeline | "ReadNdjson" >> inputs.ReadLineBatches(paths) | "DrawingsToExamples" >> to_examples
+            result = pipeline | "DrawingsToExamples" >> to_examples
             _ = (
                 result.dead_letters
                 | "KeyDeadLetters" >> beam.Map(lambda letter: (0, [(dead_letters.sort_key(letter), dead_letters.encode(letter))]))

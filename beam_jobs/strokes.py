@@ -21,7 +21,6 @@ FORMATS = (AUTO, SIMPLIFIED, RAW)
 REQUIRED_KEYS = ("key_id", "word", "recognized", "drawing")
 DEFAULT_MAX_POINTS = 20_000
 DEFAULT_RDP_EPSILON = 2.0
-_COMPONENTS = {SIMPLIFIED: 2, RAW: 3}
 
 
 class Rejected(ValueError):
@@ -77,22 +76,25 @@ def _text(record: dict, key: str, required: bool) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _stroke_format(stroke, index: int) -> str:
-    if not isinstance(stroke, list) or not all(isinstance(c, list) for c in stroke):
-        raise Rejected("bad_stroke", f"stroke {index} is not a list of coordinate lists")
-    for fmt, components in _COMPONENTS.items():
-        if len(stroke) == components:
-            return fmt
-    raise Rejected("bad_stroke", f"stroke {index} has {len(stroke)} coordinate lists, expected 2 or 3")
-
-
-def _stroke_length(stroke, index: int) -> int:
-    lengths = [len(c) for c in stroke]
-    if lengths.count(lengths[0]) != len(lengths):
-        raise Rejected("length_mismatch", f"stroke {index} has coordinate lists of lengths {lengths}")
-    if not lengths[0]:
-        raise Rejected("empty_stroke", f"stroke {index} has no points")
-    return lengths[0]
+def _stroke_lengths(drawing: list) -> Tuple[str, List[int]]:
+    """The drawing's format (by how many coordinate lists each stroke has) and stroke lengths."""
+    components, lengths = set(), []
+    for index, stroke in enumerate(drawing):
+        if type(stroke) is not list or not all(type(c) is list for c in stroke):
+            raise Rejected("bad_stroke", f"stroke {index} is not a list of coordinate lists")
+        if len(stroke) not in (2, 3):
+            raise Rejected("bad_stroke", f"stroke {index} has {len(stroke)} coordinate lists, expected 2 or 3")
+        components.add(len(stroke))
+        n = len(stroke[0])
+        if len(stroke[1]) != n or len(stroke[-1]) != n:
+            raise Rejected("length_mismatch",
+                           f"stroke {index} has coordinate lists of lengths {[len(c) for c in stroke]}")
+        if not n:
+            raise Rejected("empty_stroke", f"stroke {index} has no points")
+        lengths.append(n)
+    if len(components) > 1:
+        raise Rejected("bad_stroke", "strokes mix the simplified [x, y] and raw [x, y, t] forms")
+    return (SIMPLIFIED if components.pop() == 2 else RAW), lengths
 
 
 def _points(drawing: list) -> np.ndarray:
@@ -131,13 +133,9 @@ def parse_drawing(line: bytes, source_format: str = AUTO, max_points: int = DEFA
         raise Rejected("drawing_not_list", f"'drawing' must be a list of strokes, got {type(drawing).__name__}")
     if not drawing:
         raise Rejected("no_strokes", "'drawing' has no strokes")
-    formats = {_stroke_format(stroke, i) for i, stroke in enumerate(drawing)}
-    if len(formats) > 1:
-        raise Rejected("bad_stroke", "strokes mix the simplified [x, y] and raw [x, y, t] forms")
-    detected = formats.pop()
+    detected, lengths = _stroke_lengths(drawing)
     if source_format != AUTO and detected != source_format:
         raise Rejected("format_mismatch", f"--format {source_format} but the strokes are {detected}")
-    lengths = [_stroke_length(stroke, i) for i, stroke in enumerate(drawing)]
     if sum(lengths) > max_points:
         raise Rejected("too_many_points", f"{sum(lengths)} points, more than --max_points {max_points}")
     points = _points(drawing)
@@ -216,14 +214,29 @@ def normalize_raw(strokes: List[np.ndarray], rdp_epsilon: float = DEFAULT_RDP_EP
     return normalized
 
 
+def ink_batch(points: Sequence[np.ndarray], lengths: Sequence[Sequence[int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """Ink of many drawings at once: ((total points, 3) float32, points per drawing).
+
+    Each drawing's rows are (dx, dy, pen_up): offsets from the previous point (the first
+    from the drawing's top-left corner), scaled so the longer side of the drawing is 1,
+    aspect kept; pen_up is 1 on the last point of every stroke. Vectorized over the batch
+    because per-drawing NumPy calls cost more than the arithmetic.
+    """
+    counts = np.array([len(p) for p in points], dtype=np.int64)
+    every = np.concatenate(points)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    low = np.minimum.reduceat(every, starts)
+    extent = (np.maximum.reduceat(every, starts) - low).max(axis=1)
+    extent[extent == 0] = 1.0
+    offsets = np.empty_like(every)
+    offsets[1:] = every[1:] - every[:-1]
+    offsets[starts] = every[starts] - low
+    out = np.zeros((len(every), 3), dtype=np.float32)
+    out[:, :2] = offsets / np.repeat(extent, counts)[:, None]
+    out[np.cumsum([n for drawing in lengths for n in drawing]) - 1, 2] = 1.0
+    return out, counts
+
+
 def ink(points: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
-    """(num_points, 3) float32 of (dx, dy, pen_up): offsets from the previous point (the first
-    from the top-left corner), scaled so the longer side of the drawing is 1, aspect kept;
-    pen_up is 1 on the last point of every stroke."""
-    (x0, y0), (x1, y1) = points.min(axis=0).tolist(), points.max(axis=0).tolist()
-    extent = max(x1 - x0, y1 - y0) or 1.0
-    out = np.zeros((len(points), 3), dtype=np.float32)
-    out[0, :2] = ((points[0, 0] - x0) / extent, (points[0, 1] - y0) / extent)
-    out[1:, :2] = np.diff(points, axis=0) / extent
-    out[np.cumsum(lengths) - 1, 2] = 1.0
-    return out
+    """(num_points, 3) float32 ink of one drawing (see ink_batch)."""
+    return ink_batch([points], [lengths])[0]

@@ -95,17 +95,9 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
         pending = []
 
         def flush():
-            batch_ = quickdraw_to_tfrecord.DrawingBatch(
-                sort_keys=[None] * len(pending), key_ids=[d.key_id for d in pending],
-                words=[d.word for d in pending], countrycodes=[d.countrycode for d in pending],
-                timestamps=[d.timestamp for d in pending],
-                recognized=np.array([d.recognized for d in pending], dtype=np.int64),
-                images=np.stack([rasterize.rasterize(d.points, d.lengths, size, line_width) for d in pending]),
-                ink=[strokes.ink(d.points, d.lengths) for d in pending],
-                split=np.array([splits.split_index(d.key_id.encode(), (0.8, 0.1, 0.1)) for d in pending]),
-                shard=np.zeros(len(pending), np.int32))
+            batch = quickdraw_to_tfrecord.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
             labels = np.zeros(len(pending), np.int64)
-            record_batch = quickdraw_to_tfrecord.to_record_batch(batch_, labels, size)
+            record_batch = quickdraw_to_tfrecord.to_record_batch(batch, labels, size)
             for record in example_bytes.encode_by_column(encoder, record_batch):
                 writer.write(record)
             pending.clear()
