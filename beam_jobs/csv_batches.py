@@ -44,6 +44,26 @@ _EXACT_INT_LIMIT = 2.0**53  # Beyond this a float no longer names one integer.
 _JOB = "csv"
 
 
+class ReadCsvLines(beam.PTransform):
+    """Files -> LineBatch elements (file, first line number, lines), spread over the workers.
+
+    One file is read by one worker, so the Reshuffle is what lets a single large CSV be
+    parsed by all of them.
+    """
+
+    def __init__(self, paths: Sequence[str], batch_size: int = inputs.DEFAULT_BATCH_SIZE):
+        super().__init__()
+        self._paths, self._batch_size = list(paths), batch_size
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListFiles" >> beam.Create(self._paths)
+            | "ReadLines" >> beam.FlatMap(inputs.iter_line_batches, batch_size=self._batch_size)
+            | "SpreadBatches" >> beam.Reshuffle()
+        )
+
+
 class ParsedBatch(NamedTuple):
     """The rows of one LineBatch that parsed, as one nullable string array per column."""
 

@@ -128,7 +128,7 @@ class InputsToStatistics(beam.PTransform):
             if self._source.kind == "csv":
                 parsed = (
                     pipeline
-                    | f"ReadCsv[{split}]" >> inputs.ReadLineBatches(paths, self._batch_size)
+                    | f"ReadCsv[{split}]" >> csv_batches.ReadCsvLines(paths, self._batch_size)
                     | f"CsvToRecordBatches[{split}]" >> csv_batches.CsvToRecordBatches(
                         column_names=self._source.column_names, schema=self._schema, job=_JOB)
                 )
