@@ -5,7 +5,7 @@ import importlib
 import logging
 import sys
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_jobs import splits
 
@@ -55,6 +55,11 @@ def parse(parser: argparse.ArgumentParser, argv):
     # The code lives in an installed package, so workers import it: no main session to pickle.
     options = PipelineOptions(pipeline_args, save_main_session=False)
     return known_args, options
+
+
+def runner_name(pipeline_options: PipelineOptions) -> str:
+    """The runner the options ask for; read it before the run (the portable runner clears it)."""
+    return pipeline_options.view_as(StandardOptions).runner or "DirectRunner"
 
 
 def run_main(run) -> None:
