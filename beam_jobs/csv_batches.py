@@ -16,6 +16,7 @@ reports the type anomaly instead of the job dropping or crashing on the value.
 """
 
 import csv
+import io
 import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -23,6 +24,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -41,6 +43,7 @@ _ARROW_TYPES = {
     BYTES: pa.large_list(pa.large_binary()),
 }
 _EXACT_INT_LIMIT = 2.0**53  # Beyond this a float no longer names one integer.
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(?i:nan|inf|infinity)\s*$"
 _JOB = "csv"
 
 
@@ -121,21 +124,24 @@ def value_kind(strings: pa.Array) -> Tuple[Optional[int], Optional[int]]:
     present = strings.drop_null()
     if len(present) == 0:
         return None, None
-    try:
-        pc.cast(present, pa.int64())
-        return INT, None
-    except pa.ArrowInvalid:
-        pass
     valid = np.flatnonzero(strings.is_valid().to_numpy(zero_copy_only=False))
     try:
         floats = pc.cast(present, pa.float64()).to_numpy()
     except pa.ArrowInvalid:
-        numeric = np.array([_is_number(v) for v in present.to_pylist()])
+        numeric = pc.match_substring_regex(present, _NUMBER).to_numpy(zero_copy_only=False)
+        if numeric.all():  # The regex and Arrow's parser disagree on some value: ask Python.
+            numeric = np.array([_is_number(v) for v in present.to_pylist()])
         return BYTES, int(valid[np.argmin(numeric)])
     integral = _integral(floats)
     if integral.all():
         return INT, None
-    return FLOAT, int(valid[np.argmin(integral)])
+    if not np.isfinite(floats).all() or np.abs(floats[np.isfinite(floats)]).max() <= _EXACT_INT_LIMIT:
+        return FLOAT, int(valid[np.argmin(integral)])
+    try:  # Integers too large for a float to hold exactly: only int64 can say.
+        pc.cast(present, pa.int64())
+        return INT, None
+    except pa.ArrowInvalid:
+        return FLOAT, int(valid[np.argmin(integral)])
 
 
 def _is_number(text: str) -> bool:
@@ -198,44 +204,22 @@ class ParseCsvLinesFn(beam.DoFn):
 
     def process(self, batch: inputs.LineBatch):
         counts = {"read": len(batch.lines)}
-        rows: List[List[str]] = []
-        numbers: List[int] = []
-        for offset, raw in enumerate(batch.lines):
-            number = batch.first_line + offset
-            if number == 1:
-                counts["header"] = 1
-                continue
-            if not raw.strip():
-                counts["blank"] = counts.get("blank", 0) + 1
-                continue
-            letter = None
-            try:
-                fields = next(csv.reader([raw.decode("utf-8")]))
-                if len(fields) != len(self._names):
-                    letter = dead_letters.dead_letter(
-                        batch.path, number, "wrong_field_count",
-                        f"expected {len(self._names)} fields, got {len(fields)}", raw)
-            except UnicodeDecodeError as error:
-                letter = dead_letters.dead_letter(batch.path, number, "not_utf8", str(error), raw)
-            except csv.Error as error:
-                letter = dead_letters.dead_letter(batch.path, number, "bad_csv", str(error), raw)
-            if letter is not None:
-                key = "rejected." + letter["reason"]
-                counts[key] = counts.get(key, 0) + 1
-                self._rejections.inc(letter["reason"])
-                yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
-                continue
-            rows.append(fields)
-            numbers.append(number)
+        lines, first = batch.lines, batch.first_line
+        if first == 1:
+            counts["header"] = 1
+            lines, first = lines[1:], 2
+        columns = self._parse_fast(lines)
+        if columns is not None:
+            numbers = range(first, first + len(lines))  # The common case: every line is a good row.
+        else:
+            rows, numbers = yield from self._sort_out(batch.path, lines, first, counts)
+            columns = {name: _nullable_strings(cells) for name, cells in zip(self._names, zip(*rows))} \
+                if rows else {}
         self._progress.add(len(batch.lines))
-        counts["rows"] = len(rows)
+        counts["rows"] = len(numbers)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
-        if not rows:
+        if not numbers:
             return
-        columns = {
-            name: pa.array([row[i] or None for row in rows], type=pa.string())
-            for i, name in enumerate(self._names)
-        }
         kinds = {}
         for name, strings in columns.items():
             kind, index = value_kind(strings)
@@ -245,6 +229,65 @@ class ParseCsvLinesFn(beam.DoFn):
                 kinds[name] = KindEvidence(kind, batch.path, at, value)
         yield pvalue.TaggedOutput(self.KINDS_TAG, kinds)
         yield ParsedBatch(batch.path, batch.first_line, columns)
+
+    def _parse_fast(self, lines: List[bytes]) -> Optional[Dict[str, pa.Array]]:
+        """All lines at once with Arrow's CSV reader (cells as strings, empty = null).
+
+        None when some line needs the careful path: blank, not UTF-8, not one record with
+        one field per column.
+        """
+        if not lines:
+            return None
+        try:
+            table = pa_csv.read_csv(
+                io.BytesIO(b"\n".join(lines)),
+                read_options=pa_csv.ReadOptions(column_names=self._names, use_threads=False),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+                convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in self._names},
+                                                      strings_can_be_null=True, null_values=[""]))
+        except (pa.ArrowInvalid, UnicodeDecodeError):
+            return None
+        if table.num_rows != len(lines):
+            return None
+        return {name: table.column(name).combine_chunks() for name in self._names}
+
+    def _sort_out(self, path: str, lines: List[bytes], first: int, counts: Dict[str, int]):
+        """Line by line: blank lines counted, bad ones dead-lettered; returns (rows, line numbers)."""
+        rows = [_parse_line(raw) for raw in lines]
+        kept_rows, kept_numbers = [], []
+        for number, raw, fields in zip(range(first, first + len(lines)), lines, rows):
+            if not raw.strip():
+                counts["blank"] = counts.get("blank", 0) + 1
+                continue
+            if isinstance(fields, list) and len(fields) != len(self._names):
+                fields = ("wrong_field_count", f"expected {len(self._names)} fields, got {len(fields)}")
+            if isinstance(fields, tuple):
+                letter = dead_letters.dead_letter(path, number, fields[0], fields[1], raw)
+                key = "rejected." + letter["reason"]
+                counts[key] = counts.get(key, 0) + 1
+                self._rejections.inc(letter["reason"])
+                yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
+                continue
+            kept_rows.append(fields)
+            kept_numbers.append(number)
+        return kept_rows, kept_numbers
+
+
+def _parse_line(raw: bytes):
+    """A line's fields, or (reason, detail) for a dead letter."""
+    try:
+        reader = csv.reader([raw.decode("utf-8")])
+        return next(reader)
+    except UnicodeDecodeError as error:
+        return ("not_utf8", str(error))
+    except csv.Error as error:
+        return ("bad_csv", str(error))
+
+
+def _nullable_strings(cells: Sequence[str]) -> pa.Array:
+    """Cells as a string array, an empty cell as null (missing, as TFXIO reads it)."""
+    strings = pa.array(cells, type=pa.string())
+    return pc.if_else(pc.equal(pc.binary_length(strings), 0), pa.scalar(None, pa.string()), strings)
 
 
 def column_kinds(found: Dict[str, KindEvidence], names: Sequence[str],

@@ -166,3 +166,23 @@ def test_examples_dir_gives_statistics_per_split(quickdraw_examples, tmp_path):
     pixels = _feature(train, "img_64").num_stats
     assert (pixels.min, pixels.max) == (0, 255)
     assert pixels.common_stats.min_num_values == pixels.common_stats.max_num_values == 64 * 64
+
+
+def _parsed(lines, first_line=2):
+    fn = csv_batches.ParseCsvLinesFn(["a", "b", "c"], "test")
+    fn.setup()
+    out = list(fn.process(inputs.LineBatch("f.csv", first_line, lines)))
+    batches = [o for o in out if isinstance(o, csv_batches.ParsedBatch)]
+    letters = [o.value for o in out if getattr(o, "tag", None) == "dead_letters"]
+    return ({k: v.to_pylist() for k, v in batches[0].columns.items()} if batches else {}), letters
+
+
+def test_arrow_fast_path_and_line_by_line_path_agree():
+    good = [b'1,"Checker Taxi, Inc.",x', b'2,"",', b'3,"say ""hi""",z', b"4,caf\xc3\xa9,"]
+    fast, none = _parsed(good)
+    assert none == [] and fast == {"a": ["1", "2", "3", "4"], "b": ["Checker Taxi, Inc.", None, 'say "hi"', "café"],
+                                   "c": ["x", None, "z", None]}
+    # One bad line sends the batch down the careful path: same rows, and the bad one dead-lettered.
+    slow, letters = _parsed(good[:2] + [b"5,only two"] + good[2:])
+    assert slow == fast
+    assert [(l["line"], l["reason"]) for l in letters] == [(4, "wrong_field_count")]
