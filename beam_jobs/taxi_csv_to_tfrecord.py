@@ -41,7 +41,7 @@ import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, splits
+from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, splits, stats_io
 from beam_jobs.progress import Progress
 
 _JOB = "taxi_csv_to_tfrecord"
@@ -54,11 +54,9 @@ _ARROW_TYPES = {csv_rows.INT: pa.int64(), csv_rows.FLOAT: pa.float32(), csv_rows
 
 def load_schema(path: str):
     """The schema proto, read on the launcher (workers get the proto, not the file)."""
-    import tensorflow_data_validation as tfdv
-
     if not FileSystems.exists(path):
         raise options.UsageError(f"schema {path!r} not found; pass --schema")
-    return tfdv.load_schema_text(path)
+    return stats_io.load_schema(path)
 
 
 def column_types(schema) -> Dict[str, str]:
@@ -134,12 +132,13 @@ def encode_examples(encoder, values: Dict[str, list], types: Dict[str, str], n: 
     ordered = [name for name in types if name in values]
     if not ordered:
         raise ValueError("no column to encode")
-    mask = np.stack([present[name] for name in ordered], axis=1)
-    patterns, group = np.unique(mask, axis=0, return_inverse=True)
+    pattern_ids = np.zeros(n, dtype=object if len(ordered) > 62 else np.int64)
+    for bit, name in enumerate(ordered):
+        pattern_ids += present[name].astype(pattern_ids.dtype) << bit
     out: List[Optional[bytes]] = [None] * n
-    for index, pattern in enumerate(patterns):
-        rows = np.flatnonzero(group.reshape(-1) == index)
-        names = [name for name, keep in zip(ordered, pattern) if keep]
+    for pattern in np.unique(pattern_ids):
+        rows = np.flatnonzero(pattern_ids == pattern)
+        names = [name for bit, name in enumerate(ordered) if (int(pattern) >> bit) & 1]
         arrays = [_list_array([values[name][r] for r in rows], _ARROW_TYPES[types[name]]) for name in names]
         encoded = example_bytes.encode(encoder, pa.RecordBatch.from_arrays(arrays, names)) if names else [b""] * len(rows)
         for row, example in zip(rows, encoded):

@@ -1,7 +1,7 @@
 """What analyze_and_transform and transform share: reading raw Examples, transforming, writing.
 
-Raw Examples are read through tfx_bsl's TFExampleRecord TFXIO as RecordBatches (the fast TFT
-input path) with the serialized record kept as a pass-through column. Each transformed row
+Raw Examples are read through tfx_bsl's TFExampleRecord TFXIO as RecordBatches of a fixed size
+(the fast TFT input path) with the serialized record kept as a pass-through column. Each transformed row
 is written in a shard chosen by, and sorted by, the hash of its raw record: the same raw rows
 give the same output bytes whether analyze_and_transform or transform wrote them.
 """
@@ -22,6 +22,9 @@ RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
 TFT_TEMP_DIR = "tft_tmp"
+# Fixed RecordBatch size: TFT's per-batch float32 partial sums (means, variances) depend on
+# how rows are batched, so an adaptive batch size would make outputs differ run to run.
+DEFAULT_BATCH_SIZE = 8192
 
 
 def load_function(spec: str) -> Callable:
@@ -87,13 +90,15 @@ def read_raw_schema(transform_dir: str):
     return metadata_io.read_metadata(path).schema
 
 
-def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size=None):
+def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size: int = DEFAULT_BATCH_SIZE):
     """Each split's raw Examples as RecordBatches, serialized records kept in RAW_RECORD_COLUMN.
 
     Returns ({split: PCollection of RecordBatch}, the TensorAdapterConfig TFT needs).
     """
     from tfx_bsl.public import tfxio
 
+    if batch_size < 1:
+        raise options.UsageError("--batch_size must be at least 1")
     raw, tensor_adapter_config = {}, None
     for split, split_files in files.items():
         if not split_files:
@@ -132,7 +137,8 @@ class EncodeTransformedFn(beam.DoFn):
         encoded = example_bytes.encode(self._encoder, record_batch)
         by_shard: Dict[int, list] = {}
         for raw, example in zip(raw_records, encoded):
-            by_shard.setdefault(splits.shard_index(raw, self._num_shards), []).append((splits.key_hash(raw), example))
+            key = splits.key_hash(raw)
+            by_shard.setdefault(key % self._num_shards, []).append((key, example))
         for shard, rows in by_shard.items():
             yield (self._split, shard), rows
         self._progress.add(len(encoded))

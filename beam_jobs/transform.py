@@ -42,7 +42,9 @@ def parse_args(argv):
     parser.add_argument("--output_dir", required=True, help="Directory for the transformed Examples.")
     parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
     parser.add_argument("--compression", choices=("none", "gzip"), default="none")
-    parser.add_argument("--batch_size", type=int, help="RecordBatch size for reading (default: TFXIO's).")
+    parser.add_argument("--batch_size", type=int, default=tft_pipeline.DEFAULT_BATCH_SIZE,
+                        help=f"Examples per RecordBatch (default {tft_pipeline.DEFAULT_BATCH_SIZE}); "
+                             "fixed so outputs are reproducible.")
     return options.parse(parser, argv)
 
 
