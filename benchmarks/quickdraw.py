@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import orjson
 
-from beam_jobs import example_bytes, quickdraw_to_tfrecord, rasterize, splits, strokes
+from beam_jobs import drawing_examples, example_bytes, quickdraw_to_tfrecord, rasterize, strokes
 
 _SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quickdraw", "simplified")
 
@@ -101,9 +101,9 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
         pending = []
 
         def flush():
-            batch = quickdraw_to_tfrecord.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
+            batch = drawing_examples.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
             labels = np.zeros(len(pending), np.int64)
-            record_batch = quickdraw_to_tfrecord.to_record_batch(batch, labels, size)
+            record_batch = drawing_examples.to_record_batch(batch, labels, size)
             for record in example_bytes.encode_by_column(encoder, record_batch):
                 writer.write(record)
             pending.clear()
