@@ -134,7 +134,7 @@ class EncodeTransformedFn(beam.DoFn):
         keep = [i for i in range(record_batch.num_columns) if i != index]
         record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
                                                   [record_batch.schema.names[i] for i in keep])
-        encoded = example_bytes.encode(self._encoder, record_batch)
+        encoded = example_bytes.encode_by_column(self._encoder, record_batch)
         by_shard: Dict[int, list] = {}
         for raw, example in zip(raw_records, encoded):
             key = splits.key_hash(raw)
