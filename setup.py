@@ -11,10 +11,8 @@ setuptools.setup(
     version="0.1.0",
     description="Beam jobs that turn raw data into validated, transformed TFRecords.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["beam_jobs", "beam_jobs.*", "transforms", "transforms.*"]),
-    package_data={"": ["*.pbtxt"]},
-    data_files=[],
-    include_package_data=True,
+    packages=setuptools.find_packages(include=["beam_jobs", "beam_jobs.*", "transforms", "transforms.*", "schemas"]),
+    package_data={"schemas": ["*/schema.pbtxt"]},
     install_requires=[
         "apache-beam[gcp]>=2.61,<2.62",
         "tensorflow>=2.16,<2.17",
