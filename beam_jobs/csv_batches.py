@@ -4,8 +4,9 @@ Why not `tfx_bsl`'s CsvTFXIO: it crashes the whole job on one row with a wrong n
 fields, cannot say which file and line a value came from, reads an INT column holding
 integral floats (`8.0`, as `data2.csv` writes them) as FLOAT or crashes on it when the
 schema says INT, and converts cell by cell in Python. Here lines keep their file and line
-number (`inputs.ReadLineBatches`), rows that cannot be parsed are dead-lettered, and the
-columns are typed with vectorised Arrow casts.
+number (`line_ranges`), each batch of lines goes through Arrow's CSV parser (line by line
+only when the batch holds a blank or bad line, which is dead-lettered), and the columns are
+typed with vectorised Arrow casts.
 
 Types follow TFXIO's CSV conventions (`large_list` of int64 / float32 / large_binary, null
 for an empty cell) so TFDV sees what `tfdv.generate_statistics_from_csv` would give it. A
@@ -30,7 +31,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from beam_jobs import dead_letters, inputs
+from beam_jobs import dead_letters, inputs, line_ranges
 from beam_jobs.options import UsageError
 from beam_jobs.progress import Progress
 
@@ -45,26 +46,6 @@ _ARROW_TYPES = {
 _EXACT_INT_LIMIT = 2.0**53  # Beyond this a float no longer names one integer.
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(?i:nan|inf|infinity)\s*$"
 _JOB = "csv"
-
-
-class ReadCsvLines(beam.PTransform):
-    """Files -> LineBatch elements (file, first line number, lines), spread over the workers.
-
-    One file is read by one worker, so the Reshuffle is what lets a single large CSV be
-    parsed by all of them.
-    """
-
-    def __init__(self, paths: Sequence[str], batch_size: int = inputs.DEFAULT_BATCH_SIZE):
-        super().__init__()
-        self._paths, self._batch_size = list(paths), batch_size
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self._paths)
-            | "ReadLines" >> beam.FlatMap(inputs.iter_line_batches, batch_size=self._batch_size)
-            | "SpreadBatches" >> beam.Reshuffle()
-        )
 
 
 class ParsedBatch(NamedTuple):
@@ -204,17 +185,7 @@ class ParseCsvLinesFn(beam.DoFn):
 
     def process(self, batch: inputs.LineBatch):
         counts = {"read": len(batch.lines)}
-        lines, first = batch.lines, batch.first_line
-        if first == 1:
-            counts["header"] = 1
-            lines, first = lines[1:], 2
-        columns = self._parse_fast(lines)
-        if columns is not None:
-            numbers = range(first, first + len(lines))  # The common case: every line is a good row.
-        else:
-            rows, numbers = yield from self._sort_out(batch.path, lines, first, counts)
-            columns = {name: _nullable_strings(cells) for name, cells in zip(self._names, zip(*rows))} \
-                if rows else {}
+        columns, numbers = yield from self._parse(batch, counts)
         self._progress.add(len(batch.lines))
         counts["rows"] = len(numbers)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
@@ -229,6 +200,19 @@ class ParseCsvLinesFn(beam.DoFn):
                 kinds[name] = KindEvidence(kind, batch.path, at, value)
         yield pvalue.TaggedOutput(self.KINDS_TAG, kinds)
         yield ParsedBatch(batch.path, batch.first_line, columns)
+
+    def _parse(self, batch: inputs.LineBatch, counts: Dict[str, int]):
+        """(columns, line numbers) of the good rows; yields dead letters on the way."""
+        lines, first = batch.lines, batch.first_line
+        if first == 1:
+            counts["header"] = 1
+            lines, first = lines[1:], 2
+        columns = self._parse_fast(lines)
+        if columns is not None:
+            return columns, range(first, first + len(lines))  # The common case: every line is a good row.
+        rows, numbers = yield from self._sort_out(batch.path, lines, first, counts)
+        return {name: _nullable_strings(cells) for name, cells in zip(self._names, zip(*rows))}, numbers
+
 
     def _parse_fast(self, lines: List[bytes]) -> Optional[Dict[str, pa.Array]]:
         """All lines at once with Arrow's CSV reader (cells as strings, empty = null).
@@ -251,6 +235,9 @@ class ParseCsvLinesFn(beam.DoFn):
             return None
         return {name: table.column(name).combine_chunks() for name in self._names}
 
+    def _reject(self, reason: str) -> None:
+        self._rejections.inc(reason)
+
     def _sort_out(self, path: str, lines: List[bytes], first: int, counts: Dict[str, int]):
         """Line by line: blank lines counted, bad ones dead-lettered; returns (rows, line numbers)."""
         rows = [_parse_line(raw) for raw in lines]
@@ -265,13 +252,36 @@ class ParseCsvLinesFn(beam.DoFn):
                 letter = dead_letters.dead_letter(path, number, fields[0], fields[1], raw)
                 key = "rejected." + letter["reason"]
                 counts[key] = counts.get(key, 0) + 1
-                self._rejections.inc(letter["reason"])
+                self._reject(letter["reason"])
                 yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
                 continue
             kept_rows.append(fields)
             kept_numbers.append(number)
         return kept_rows, kept_numbers
 
+
+class ParseToRecordBatchFn(ParseCsvLinesFn):
+    """The second pass: LineBatch -> typed RecordBatch, once the column kinds are known.
+
+    It parses exactly as the first pass did, which already reported dead letters and counts.
+    """
+
+    def setup(self):
+        pass
+
+    def process(self, batch: inputs.LineBatch, kinds: Dict[str, Optional[int]]):
+        parse = self._parse(batch, {})
+        while True:  # Dead letters were the first pass's to report: drop them here.
+            try:
+                next(parse)
+            except StopIteration as done:
+                columns, numbers = done.value
+                break
+        if numbers:
+            yield _to_record_batch(ParsedBatch(batch.path, batch.first_line, columns), kinds)
+
+    def _reject(self, reason: str) -> None:
+        pass
 
 def _parse_line(raw: bytes):
     """A line's fields, or (reason, detail) for a dead letter."""
@@ -310,28 +320,44 @@ class CsvResult(NamedTuple):
 
 
 class CsvToRecordBatches(beam.PTransform):
-    """LineBatch elements of CSV files -> RecordBatches for `tfdv.GenerateStatistics`.
+    """LineRange elements of CSV files -> RecordBatches for `tfdv.GenerateStatistics`.
 
-        result = line_batches | CsvToRecordBatches(column_names=names, schema=schema)
+        ranges = pipeline | beam.Create(line_ranges.plan(paths)) | beam.Reshuffle()
+        result = ranges | CsvToRecordBatches(column_names=names, schema=schema)
         stats = result.record_batches | tfdv.GenerateStatistics(stats_options)
+
+    Two passes over the files: the first finds each column's kind (and reports dead letters
+    and counts), the second parses again and types the columns. Re-reading costs less than
+    holding every parsed row until the kinds are known, and only the small kinds dict
+    travels between workers.
     """
 
     def __init__(self, *, column_names: Sequence[str], schema: Optional[schema_pb2.Schema] = None,
-                 job: str = _JOB):
+                 job: str = _JOB, batch_size: int = inputs.DEFAULT_BATCH_SIZE):
         super().__init__()
         if not column_names:
             raise ValueError("column_names must name the CSV columns")
         self._names = list(column_names)
         self._schema_kinds = schema_kinds(schema)
         self._job = job
+        self._batch_size = batch_size
 
-    def expand(self, line_batches):
-        parsed = line_batches | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job)).with_outputs(
-            ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, ParseCsvLinesFn.KINDS_TAG,
-            main="parsed")
+    def expand(self, ranges):
+        parsed = (
+            ranges
+            | "ReadLines" >> beam.FlatMap(line_ranges.iter_line_batches, batch_size=self._batch_size)
+            | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job)).with_outputs(
+                ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, ParseCsvLinesFn.KINDS_TAG,
+                main="parsed")
+        )
         kinds = parsed.kinds | "WidestKinds" >> beam.CombineGlobally(widest)
         types = kinds | "ColumnKinds" >> beam.Map(column_kinds, self._names, self._schema_kinds)
-        record_batches = parsed.parsed | "TypeColumns" >> beam.Map(_to_record_batch, kinds=pvalue.AsSingleton(types))
+        record_batches = (
+            ranges
+            | "ReadLinesAgain" >> beam.FlatMap(line_ranges.iter_line_batches, batch_size=self._batch_size)
+            | "ParseAndType" >> beam.ParDo(ParseToRecordBatchFn(self._names, self._job),
+                                           kinds=pvalue.AsSingleton(types))
+        )
         return CsvResult(record_batches, parsed.dead_letters, parsed.counts, kinds)
 
 

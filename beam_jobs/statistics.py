@@ -40,7 +40,7 @@ import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from beam_jobs import csv_batches, dead_letters, inputs, options, outputs, report, splits, stats_io
+from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, options, outputs, report, splits, stats_io
 
 _JOB = "statistics"
 DEFAULT_BATCH_SIZE = 4096
@@ -128,9 +128,11 @@ class InputsToStatistics(beam.PTransform):
             if self._source.kind == "csv":
                 parsed = (
                     pipeline
-                    | f"ReadCsv[{split}]" >> csv_batches.ReadCsvLines(paths, self._batch_size)
+                    | f"PlanRanges[{split}]" >> beam.Create(line_ranges.plan(paths))
+                    | f"SpreadRanges[{split}]" >> beam.Reshuffle()
                     | f"CsvToRecordBatches[{split}]" >> csv_batches.CsvToRecordBatches(
-                        column_names=self._source.column_names, schema=self._schema, job=_JOB)
+                        column_names=self._source.column_names, schema=self._schema, job=_JOB,
+                        batch_size=self._batch_size)
                 )
                 batches, kinds = parsed.record_batches, parsed.kinds
                 letters.append(parsed.dead_letters)

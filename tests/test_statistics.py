@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from beam_jobs import csv_batches, inputs, options, statistics, stats_io
+from beam_jobs import csv_batches, inputs, line_ranges, options, statistics, stats_io
 from tests.conftest import QUICKDRAW, TAXI
 
 TAXI_COLUMNS = 18
@@ -41,16 +41,29 @@ def test_to_list_array_keeps_missing_cells_null():
     assert csv_batches.to_list_array(pa.array([None], pa.string()), None).type == pa.null()
 
 
-def test_csv_to_record_batches_dead_letters_bad_rows_with_file_and_line():
-    batch = inputs.LineBatch("f.csv", 1, [b"a,b", b"1,x", b"2", b"", b"3.0,y", b"\xff,z"])
+def test_csv_to_record_batches_dead_letters_bad_rows_with_file_and_line(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"a,b\n1,x\n2\n\n3.0,y\n\xff,z\n")
     with TestPipeline() as p:
-        result = p | beam.Create([batch]) | csv_batches.CsvToRecordBatches(column_names=["a", "b"])
+        ranges = p | beam.Create(line_ranges.plan([str(path)]))
+        result = ranges | csv_batches.CsvToRecordBatches(column_names=["a", "b"])
         rows = result.record_batches | beam.FlatMap(lambda rb: zip(*(c.to_pylist() for c in rb.columns)))
         # The assertions run when the with block exits.
         assert_that(rows, equal_to([([1], [b"x"]), ([3], [b"y"])]), label="Rows")
-        letters = result.dead_letters | beam.Map(lambda d: (d["file"], d["line"], d["reason"]))
-        assert_that(letters, equal_to([("f.csv", 3, "wrong_field_count"), ("f.csv", 6, "not_utf8")]),
-                    label="DeadLetters")
+        letters = result.dead_letters | beam.Map(lambda d: (d["line"], d["reason"]))
+        assert_that(letters, equal_to([(3, "wrong_field_count"), (6, "not_utf8")]), label="DeadLetters")
+
+
+def test_line_ranges_cover_every_line_once_with_its_number(shared_data):
+    path = str(TAXI / "data.csv")
+    with open(path, "rb") as handle:
+        expected = [(number, line.rstrip(b"\r\n")) for number, line in enumerate(handle, start=1)]
+    ranges = line_ranges.plan([path], target_bytes=100_000)
+    assert len(ranges) > 10 and ranges[0].start == 0 and ranges[-1].end is None
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 500)
+           for i, line in enumerate(batch.lines)]
+    assert got == expected
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +199,10 @@ def test_arrow_fast_path_and_line_by_line_path_agree():
     slow, letters = _parsed(good[:2] + [b"5,only two"] + good[2:])
     assert slow == fast
     assert [(l["line"], l["reason"]) for l in letters] == [(4, "wrong_field_count")]
+
+
+def test_same_input_gives_the_same_bytes(data2_stats, tmp_path):
+    _, first = data2_stats
+    statistics.run([f"--input={TAXI / 'data2.csv'}", f"--output_dir={tmp_path}"])
+    for name in (stats_io.STATS_FILE, stats_io.STATS_TEXT_FILE):
+        assert (tmp_path / "all" / name).read_bytes() == (first / "all" / name).read_bytes()
