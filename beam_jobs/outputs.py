@@ -7,12 +7,14 @@ of workers. Only when the pipeline succeeds are the files moved into place, and
 """
 
 import collections
+import heapq
 import json
 import logging
+import pickle
 import posixpath
 import time
 import uuid
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -97,6 +99,32 @@ class WriteSortedShards(beam.PTransform):
             | "GroupByShard" >> GroupByShard(self._file_names)
             | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
         )
+
+
+_RUN_CHUNK = 256
+
+
+def write_sorted_run(path: str, rows: list) -> None:
+    """Writes `rows` (tuples whose first item is the sort key) sorted, in small pickled chunks,
+    so that `merge_sorted_runs` can stream many runs with little memory."""
+    rows.sort(key=lambda row: row[0])
+    with FileSystems.create(path) as handle:
+        for start in range(0, len(rows), _RUN_CHUNK):
+            pickle.dump(rows[start:start + _RUN_CHUNK], handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _read_run(path: str) -> Iterator[tuple]:
+    with FileSystems.open(path) as handle:
+        while True:
+            try:
+                yield from pickle.load(handle)
+            except EOFError:
+                return
+
+
+def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
+    """All rows of the runs in sort-key order (a streaming k-way merge)."""
+    return heapq.merge(*(_read_run(path) for path in sorted(paths)), key=lambda row: row[0])
 
 
 def merge_counts(counts: Iterable[Dict[str, int]]) -> Dict[str, int]:

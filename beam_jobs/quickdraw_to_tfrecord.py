@@ -29,7 +29,6 @@ Dataflow:
 
 import argparse
 import logging
-import pickle
 import uuid
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -141,8 +140,7 @@ class DrawingsToPartsFn(beam.DoFn):
     def _spill(self):
         for shard_key, rows in sorted(self._buffers.items()):
             path = outputs.join(self._temp_dir, f"{shard_key[0]}-{shard_key[1]:05d}-{uuid.uuid4().hex}.part")
-            with FileSystems.create(path) as handle:
-                pickle.dump(rows, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            outputs.write_sorted_run(path, rows)
             yield shard_key, path
         self._buffers, self._buffered = {}, 0
 
@@ -157,7 +155,7 @@ class DrawingsToPartsFn(beam.DoFn):
 
 
 class WriteExampleShardFn(beam.DoFn):
-    """Writes one TFRecord shard from its part files: records sorted by key, capped per class.
+    """Writes one TFRecord shard by merging its sorted part files, capped per class.
 
     Side input `caps`: per class, the largest sort key `--max_per_category` keeps (empty
     without a cap). Only part files whose paths came through the shuffle are read, so
@@ -171,16 +169,19 @@ class WriteExampleShardFn(beam.DoFn):
 
     def process(self, shard_parts, caps: Dict[str, tuple]):
         shard_key, paths = shard_parts
-        rows = []
-        for path in sorted(paths):
-            with FileSystems.open(path) as handle:
-                rows.extend(pickle.load(handle))
-        kept = sorted((row for row in rows if row[1] not in caps or row[0] <= caps[row[1]]),
-                      key=lambda row: row[0])
-        outputs.write_tfrecords(outputs.join(self._directory, self._file_names[shard_key]),
-                                (example for _, _, example in kept), self._compression)
-        yield pvalue.TaggedOutput(self.COUNTS_TAG, {"filtered": len(rows) - len(kept),
-                                                    "written." + shard_key[0]: len(kept)})
+        counts = {"filtered": 0, "written." + shard_key[0]: 0}
+
+        def kept():
+            for key, word, example in outputs.merge_sorted_runs(paths):
+                if word in caps and key > caps[word]:
+                    counts["filtered"] += 1
+                else:
+                    counts["written." + shard_key[0]] += 1
+                    yield example
+
+        outputs.write_tfrecords(outputs.join(self._directory, self._file_names[shard_key]), kept(),
+                                self._compression)
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
 
 
 class DrawingsResult(NamedTuple):
