@@ -22,6 +22,7 @@ setuptools.setup(
         "numpy<2",
         "pyarrow>=10,<11",
         "orjson>=3.9",
+        "google-crc32c>=1.5",
         "opencv-python-headless>=4.10,<4.11",
     ],
     extras_require={"test": ["pytest>=8"]},

@@ -6,8 +6,6 @@ Trainers read the TFRecords with `feature_spec(image_size)` rather than retyping
         lambda r: tf.io.parse_single_example(r, features.feature_spec(64)))
 """
 
-import tensorflow as tf
-
 DEFAULT_IMAGE_SIZE = 64
 
 LABEL_KEY = "label"  # int64 index into labels.txt (sorted class names).
@@ -29,6 +27,8 @@ def image_key(image_size: int = DEFAULT_IMAGE_SIZE) -> str:
 
 def feature_spec(image_size: int = DEFAULT_IMAGE_SIZE) -> dict:
     """The parsing spec for one Example (ink is variable-length, hence VarLen)."""
+    import tensorflow as tf  # Here, not at the top: Beam workers use the names above without TF.
+
     return {
         image_key(image_size): tf.io.FixedLenFeature([image_size * image_size], tf.int64),
         LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
