@@ -48,14 +48,6 @@ _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(?i:nan|inf|i
 _JOB = "csv"
 
 
-class ParsedBatch(NamedTuple):
-    """The rows of one LineBatch that parsed, as one nullable string array per column."""
-
-    path: str
-    first_line: int
-    columns: Dict[str, pa.Array]
-
-
 class KindEvidence(NamedTuple):
     """The kind a column needs and the first place (file, line) that needed it."""
 
@@ -165,7 +157,7 @@ def widest(evidence: Sequence[Dict[str, KindEvidence]]) -> Dict[str, KindEvidenc
 
 
 class ParseCsvLinesFn(beam.DoFn):
-    """LineBatch -> ParsedBatch; KINDS_TAG gets the kinds its columns need.
+    """The first pass: LineBatch -> {column: KindEvidence}, the kinds its columns need.
 
     The first line of each file is its header and is skipped (the launcher checked it).
     Rows that are not valid UTF-8 CSV with one field per column go to DEAD_LETTER_TAG.
@@ -173,7 +165,6 @@ class ParseCsvLinesFn(beam.DoFn):
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
-    KINDS_TAG = "kinds"
 
     def __init__(self, column_names: Sequence[str], job: str):
         self._names = list(column_names)
@@ -198,8 +189,7 @@ class ParseCsvLinesFn(beam.DoFn):
                 at = numbers[index] if index is not None else numbers[0]
                 value = strings[index].as_py() if index is not None else ""
                 kinds[name] = KindEvidence(kind, batch.path, at, value)
-        yield pvalue.TaggedOutput(self.KINDS_TAG, kinds)
-        yield ParsedBatch(batch.path, batch.first_line, columns)
+        yield kinds
 
     def _parse(self, batch: inputs.LineBatch, counts: Dict[str, int]):
         """(columns, line numbers) of the good rows; yields dead letters on the way."""
@@ -278,7 +268,7 @@ class ParseToRecordBatchFn(ParseCsvLinesFn):
                 columns, numbers = done.value
                 break
         if numbers:
-            yield _to_record_batch(ParsedBatch(batch.path, batch.first_line, columns), kinds)
+            yield _to_record_batch(columns, kinds)
 
     def _reject(self, reason: str) -> None:
         pass
@@ -307,9 +297,9 @@ def column_kinds(found: Dict[str, KindEvidence], names: Sequence[str],
             for name in names}
 
 
-def _to_record_batch(parsed: ParsedBatch, kinds: Dict[str, Optional[int]]) -> pa.RecordBatch:
-    arrays = [to_list_array(strings, kinds.get(name)) for name, strings in parsed.columns.items()]
-    return pa.RecordBatch.from_arrays(arrays, list(parsed.columns))
+def _to_record_batch(columns: Dict[str, pa.Array], kinds: Dict[str, Optional[int]]) -> pa.RecordBatch:
+    arrays = [to_list_array(strings, kinds.get(name)) for name, strings in columns.items()]
+    return pa.RecordBatch.from_arrays(arrays, list(columns))
 
 
 class CsvResult(NamedTuple):
@@ -347,8 +337,7 @@ class CsvToRecordBatches(beam.PTransform):
             ranges
             | "ReadLines" >> beam.FlatMap(line_ranges.iter_line_batches, batch_size=self._batch_size)
             | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job)).with_outputs(
-                ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, ParseCsvLinesFn.KINDS_TAG,
-                main="parsed")
+                ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, main="kinds")
         )
         kinds = parsed.kinds | "WidestKinds" >> beam.CombineGlobally(widest)
         types = kinds | "ColumnKinds" >> beam.Map(column_kinds, self._names, self._schema_kinds)

@@ -182,12 +182,17 @@ def test_examples_dir_gives_statistics_per_split(quickdraw_examples, tmp_path):
 
 
 def _parsed(lines, first_line=2):
-    fn = csv_batches.ParseCsvLinesFn(["a", "b", "c"], "test")
-    fn.setup()
-    out = list(fn.process(inputs.LineBatch("f.csv", first_line, lines)))
-    batches = [o for o in out if isinstance(o, csv_batches.ParsedBatch)]
-    letters = [o.value for o in out if getattr(o, "tag", None) == "dead_letters"]
-    return ({k: v.to_pylist() for k, v in batches[0].columns.items()} if batches else {}), letters
+    """(cells by column, as the typing pass gives them; dead letters of the first pass)."""
+    kinds = {name: csv_batches.BYTES for name in "abc"}
+    batch = inputs.LineBatch("f.csv", first_line, lines)
+    typing = csv_batches.ParseToRecordBatchFn(list("abc"), "test")
+    record_batches = list(typing.process(batch, kinds))
+    first_pass = csv_batches.ParseCsvLinesFn(list("abc"), "test")
+    first_pass.setup()
+    letters = [o.value for o in first_pass.process(batch) if getattr(o, "tag", None) == "dead_letters"]
+    columns = {name: [None if cell is None else cell[0].decode() for cell in record_batches[0].column(i).to_pylist()]
+               for i, name in enumerate("abc")}
+    return columns, letters
 
 
 def test_arrow_fast_path_and_line_by_line_path_agree():
