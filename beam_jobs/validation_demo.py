@@ -14,10 +14,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+import schemas
 from beam_jobs import infer_schema, options, statistics, synthetic_taxi, taxi_csv_to_tfrecord, validate
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TAXI_SCHEMA = os.path.join(REPO, "schemas", "taxi", "schema.pbtxt")
 
 
 def run_validation_demo(work_dir: str, taxi_examples: str, taxi_examples_span2: str,
@@ -30,7 +28,7 @@ def run_validation_demo(work_dir: str, taxi_examples: str, taxi_examples_span2: 
     # The draft a person curates into schemas/taxi/schema.pbtxt (the demo validates with the curated one).
     infer_schema.run(["--statistics", path["stats_span1"], "--output", os.path.join(work_dir, "inferred_schema.pbtxt")])
     report = os.path.join(path["validate_span2"], "report.html")
-    summary = validate.run(["--examples_dir", taxi_examples_span2, "--schema", TAXI_SCHEMA, "--environment", "TRAINING",
+    summary = validate.run(["--examples_dir", taxi_examples_span2, "--schema", schemas.path("taxi"), "--environment", "TRAINING",
                             "--baseline_statistics", path["stats_span1"], "--output_dir", path["validate_span2"],
                             "--report", report, *beam_args])
     result = {"statistics_report": os.path.join(path["stats_span1"], "report.html"), "validation_report": report,
