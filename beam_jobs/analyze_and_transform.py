@@ -86,11 +86,7 @@ def parse_args(argv):
     parser.add_argument("--output_dir", required=True, help="Directory for transform_fn and transformed Examples.")
     parser.add_argument("--schema", help="Raw schema .pbtxt (default: the dataset's own, see above).")
     parser.add_argument("--preprocessing_fn", help="module:function to use instead of the dataset's own.")
-    parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
-    parser.add_argument("--compression", choices=("none", "gzip"), default="none")
-    parser.add_argument("--batch_size", type=int, default=tft_pipeline.DEFAULT_BATCH_SIZE,
-                        help=f"Examples per RecordBatch (default {tft_pipeline.DEFAULT_BATCH_SIZE}); "
-                             "fixed so outputs are reproducible.")
+    tft_pipeline.add_output_args(parser)
     return options.parse(parser, argv)
 
 
@@ -114,10 +110,7 @@ def run(argv=None) -> dict:
                                 | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
-                _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
-                    staged.staging_dir, tft_pipeline.example_files(args.num_shards, args.compression),
-                    lambda path, records: outputs.write_tfrecords(path, records, args.compression))
-                _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
+                tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         if FileSystems.exists(temp_dir):
             FileSystems.delete([temp_dir])
         tft_pipeline.write_raw_metadata(schema, staged.staging_dir)

@@ -51,7 +51,7 @@ class Columns(NamedTuple):
     """Typed values of the rows that survived, column by column; None marks a missing value."""
 
     rows: List[int]  # indices into the batch's records
-    values: Dict[str, list]  # column -> list (int / float / bytes / None), aligned with rows
+    values: Dict[str, pa.Array]  # column -> int64 / float32 / binary values, null when missing
 
 
 def open_text(path: str):
@@ -150,8 +150,11 @@ def parse_float(text: str) -> float:
 _REASONS = {INT: "not_an_integer", FLOAT: "not_a_number", BYTES: "invalid_utf8"}
 
 
-def _convert_slow(cells: Sequence[str], kind: str) -> Tuple[list, List[Tuple[int, str]]]:
-    """Cell by cell, so each bad cell gets its own message."""
+_ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float32(), BYTES: pa.binary()}
+
+
+def _convert_slow(cells: Sequence[str], kind: str) -> Tuple[pa.Array, List[Tuple[int, str]]]:
+    """Cell by cell, so each bad cell gets its own message (a bad cell becomes null)."""
     values, errors = [], []
     for index, text in enumerate(cells):
         if text == "":
@@ -168,35 +171,35 @@ def _convert_slow(cells: Sequence[str], kind: str) -> Tuple[list, List[Tuple[int
             values.append(None)
             detail = f"{text!r} is not valid UTF-8" if isinstance(error, UnicodeEncodeError) else str(error)
             errors.append((index, detail))
-    return values, errors
+    return pa.array(values, _ARROW_TYPES[kind]), errors
 
 
-def _convert_fast(cells: Sequence[str], kind: str) -> Optional[list]:
+def _convert_fast(cells: Sequence[str], kind: str) -> Optional[pa.Array]:
     """Whole-column cast with pyarrow; None when some cell needs the slow path."""
-    if kind == BYTES:
-        try:
-            return [text.encode("utf-8") if text else None for text in cells]
-        except UnicodeEncodeError:
-            return None
-    strings = pa.array(cells, pa.string())
+    try:
+        strings = pa.array(cells, pa.string())
+    except UnicodeEncodeError:
+        return None
     strings = pc.if_else(pc.equal(strings, ""), pa.scalar(None, pa.string()), strings)
+    if kind == BYTES:
+        return strings.cast(pa.binary())
     try:
         if kind == INT:
             try:
-                return pc.cast(strings, pa.int64()).to_pylist()
+                return pc.cast(strings, pa.int64())
             except pa.ArrowInvalid:
                 floats = pc.cast(strings, pa.float64())
                 array = floats.to_numpy(zero_copy_only=False)
                 present = array[~pc.is_null(floats).to_numpy(zero_copy_only=False)]
                 if not (np.all(np.abs(present) < _EXACT_FLOAT_INT) and np.all(present == np.floor(present))):
                     return None
-                return pc.cast(floats, pa.int64()).to_pylist()
+                return pc.cast(floats, pa.int64())
         floats = pc.cast(strings, pa.float64())
         array = floats.to_numpy(zero_copy_only=False)
         present = ~pc.is_null(floats).to_numpy(zero_copy_only=False)
         if not np.all(np.isfinite(array[present])) or np.any(np.abs(array[present]) > _FLOAT32_MAX):
             return None
-        return floats.to_pylist()
+        return pc.cast(floats, pa.float32(), safe=False)
     except pa.ArrowInvalid:
         return None
 
@@ -219,7 +222,7 @@ def convert(records: Sequence[CsvRecord], names: Sequence[str], types: Dict[str,
         else:
             good.append(index)
     columns = list(zip(*(records[i].fields for i in good))) if good else [() for _ in names]
-    values: Dict[str, list] = {}
+    values: Dict[str, pa.Array] = {}
     bad_rows: Dict[int, CellError] = {}
     for name, cells in zip(names, columns):
         kind = types[name]
@@ -235,6 +238,6 @@ def convert(records: Sequence[CsvRecord], names: Sequence[str], types: Dict[str,
     errors.sort(key=lambda e: e.row)
     if bad_rows:
         keep = [position for position, row in enumerate(good) if row not in bad_rows]
-        values = {name: [column[p] for p in keep] for name, column in values.items()}
+        values = {name: column.take(pa.array(keep, pa.int64())) for name, column in values.items()}
         good = [good[p] for p in keep]
     return Columns(good, values), errors

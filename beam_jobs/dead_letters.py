@@ -1,6 +1,7 @@
 """Dead letters: every record a job cannot use, kept with its file, line and a reason code."""
 
 import json
+import logging
 from typing import Optional
 
 import apache_beam as beam
@@ -53,3 +54,20 @@ class RejectionCounters:
                 self._namespace, f"rejected_{reason}"
             )
         counter.inc(n)
+
+
+class RejectionLog:
+    """Per worker: counts a rejection in a job's counts dict and Beam counter, logs the first few."""
+
+    def __init__(self, namespace: str, logged: int = 10):
+        self._counters = RejectionCounters(namespace)
+        self._limit, self._logged = logged, 0
+
+    def reject(self, letter: dict, counts: dict) -> None:
+        key = "rejected." + letter["reason"]
+        counts[key] = counts.get(key, 0) + 1
+        self._counters.inc(letter["reason"])
+        if self._logged < self._limit:
+            self._logged += 1
+            suffix = " (further rejections are counted, not logged)" if self._logged == self._limit else ""
+            logging.warning("Rejected %s%s", describe(letter), suffix)

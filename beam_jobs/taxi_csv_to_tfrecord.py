@@ -45,11 +45,9 @@ from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, ou
 from beam_jobs.progress import Progress
 
 _JOB = "taxi_csv_to_tfrecord"
-_LOGGED_REJECTIONS = 10
 DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "schemas", "taxi", "schema.pbtxt")
 _SCHEMA_TYPES = {1: csv_rows.BYTES, 2: csv_rows.INT, 3: csv_rows.FLOAT}  # schema_pb2.FeatureType
-_ARROW_TYPES = {csv_rows.INT: pa.int64(), csv_rows.FLOAT: pa.float32(), csv_rows.BYTES: pa.binary()}
 
 
 def load_schema(path: str):
@@ -108,40 +106,43 @@ class ReadCsvBatches(beam.PTransform):
         self._files, self._batch_size = list(files), batch_size
 
     def expand(self, pbegin):
+        # Files, not records, are spread over workers: shuffling parsed records costs more
+        # than converting them (split a big input into several files for parallelism).
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
+            | "SpreadFiles" >> beam.Reshuffle()
             | "ReadRecords" >> beam.FlatMap(read_batches, batch_size=self._batch_size)
-            | "SpreadBatches" >> beam.Reshuffle()
         )
 
 
-def _list_array(values: list, arrow_type) -> pa.Array:
+def _list_array(values: pa.Array) -> pa.Array:
     """One value per row as a list<T> column (each list of length 1)."""
-    flat = pa.array(values, arrow_type)
-    return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32)), flat)
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32)), values)
 
 
-def encode_examples(encoder, values: Dict[str, list], types: Dict[str, str], n: int) -> List[bytes]:
+def encode_examples(encoder, values: Dict[str, pa.Array], types: Dict[str, str], n: int) -> List[bytes]:
     """Serialized Examples, features in schema order, a missing value left out of its Example.
 
     tfx_bsl's encoder writes a null cell as an empty feature, so rows are encoded in groups
     that share the same present columns, each group with only those columns.
     """
-    present = {name: np.array([v is not None for v in column]) for name, column in values.items()}
     ordered = [name for name in types if name in values]
     if not ordered:
         raise ValueError("no column to encode")
     pattern_ids = np.zeros(n, dtype=object if len(ordered) > 62 else np.int64)
     for bit, name in enumerate(ordered):
-        pattern_ids += present[name].astype(pattern_ids.dtype) << bit
+        present = values[name].is_valid().to_numpy(zero_copy_only=False)
+        pattern_ids += present.astype(pattern_ids.dtype) << bit
     out: List[Optional[bytes]] = [None] * n
     for pattern in np.unique(pattern_ids):
         rows = np.flatnonzero(pattern_ids == pattern)
         names = [name for bit, name in enumerate(ordered) if (int(pattern) >> bit) & 1]
-        arrays = [_list_array([values[name][r] for r in rows], _ARROW_TYPES[types[name]]) for name in names]
-        encoded = example_bytes.encode(encoder, pa.RecordBatch.from_arrays(arrays, names)) if names else [b""] * len(rows)
-        for row, example in zip(rows, encoded):
+        taken = pa.array(rows)
+        arrays = [_list_array(values[name].take(taken)) for name in names]
+        encoded = (example_bytes.encode_by_column(encoder, pa.RecordBatch.from_arrays(arrays, names)) if names
+                   else [b""] * len(rows))
+        for row, example in zip(rows.tolist(), encoded):
             out[row] = example
     return out
 
@@ -160,9 +161,8 @@ class CsvToExamplesFn(beam.DoFn):
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
-        self._rejections = dead_letters.RejectionCounters(_JOB)
+        self._rejections = dead_letters.RejectionLog(_JOB)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
-        self._logged = 0
         self._progress = Progress(_JOB, "records")
 
     def process(self, element):
@@ -175,7 +175,7 @@ class CsvToExamplesFn(beam.DoFn):
             record = records[error.row]
             letter = dead_letters.dead_letter(batch.path, record.line, error.reason, error.detail,
                                               csv_rows.record_text(record.fields), column=error.column)
-            self._reject(letter, counts)
+            self._rejections.reject(letter, counts)
             yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
         self._read.inc(len(batch.records))
         self._progress.add(len(batch.records))
@@ -189,21 +189,13 @@ class CsvToExamplesFn(beam.DoFn):
                     "utf-8", errors="surrogateescape")
                 split = splits.SPLIT_NAMES[splits.split_index(key, self._split_ratios)]
                 shard = splits.shard_index(key, self._num_shards)
-                sort_key = (splits.key_hash(key), batch.path, records[row].line)
+                # The hash as 8 big-endian bytes sorts like the number and encodes cheaply.
+                sort_key = (splits.key_hash(key).to_bytes(8, "big"), batch.path, records[row].line)
                 by_shard.setdefault((split, shard), []).append((sort_key, example))
             for (split, shard), rows in by_shard.items():
                 counts["written." + split] = counts.get("written." + split, 0) + len(rows)
                 yield (split, shard), rows
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
-
-    def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
-        key = "rejected." + letter["reason"]
-        counts[key] = counts.get(key, 0) + 1
-        self._rejections.inc(letter["reason"])
-        if self._logged < _LOGGED_REJECTIONS:
-            self._logged += 1
-            suffix = " (further rejections are counted, not logged)" if self._logged == _LOGGED_REJECTIONS else ""
-            logging.warning("Rejected %s%s", dead_letters.describe(letter), suffix)
 
 
 class CsvResult(NamedTuple):

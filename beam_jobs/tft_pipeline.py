@@ -137,8 +137,8 @@ class EncodeTransformedFn(beam.DoFn):
         encoded = example_bytes.encode_by_column(self._encoder, record_batch)
         by_shard: Dict[int, list] = {}
         for raw, example in zip(raw_records, encoded):
-            key = splits.key_hash(raw)
-            by_shard.setdefault(key % self._num_shards, []).append((key, example))
+            key = splits.key_hash(raw)  # 8 big-endian bytes below: same order, cheap to encode
+            by_shard.setdefault(key % self._num_shards, []).append((key.to_bytes(8, "big"), example))
         for shard, rows in by_shard.items():
             yield (self._split, shard), rows
         self._progress.add(len(encoded))
@@ -170,6 +170,21 @@ def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_
         tuple(encoded) | "AllSplits" >> beam.Flatten(pipeline=pipeline),
         tuple(counts) | "AllCounts" >> beam.Flatten(pipeline=pipeline),
     )
+
+
+def add_output_args(parser) -> None:
+    parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
+    parser.add_argument("--compression", choices=("none", "gzip"), default="none")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"Examples per RecordBatch (default {DEFAULT_BATCH_SIZE}); fixed so outputs are reproducible.")
+
+
+def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str) -> None:
+    """Transformed Examples as sorted shards per split, and the counts for run_summary.json."""
+    _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+        staging_dir, example_files(num_shards, compression),
+        lambda path, records: outputs.write_tfrecords(path, records, compression))
+    _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staging_dir)
 
 
 def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:

@@ -40,11 +40,7 @@ def parse_args(argv):
     parser.add_argument("--transform_dir", required=True, help="Output directory of analyze_and_transform.")
     parser.add_argument("--examples_dir", required=True, help="Output directory of an ingest job.")
     parser.add_argument("--output_dir", required=True, help="Directory for the transformed Examples.")
-    parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
-    parser.add_argument("--compression", choices=("none", "gzip"), default="none")
-    parser.add_argument("--batch_size", type=int, default=tft_pipeline.DEFAULT_BATCH_SIZE,
-                        help=f"Examples per RecordBatch (default {tft_pipeline.DEFAULT_BATCH_SIZE}); "
-                             "fixed so outputs are reproducible.")
+    tft_pipeline.add_output_args(parser)
     return options.parse(parser, argv)
 
 
@@ -63,10 +59,7 @@ def run(argv=None) -> dict:
                 transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir)
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
-                _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
-                    staged.staging_dir, tft_pipeline.example_files(args.num_shards, args.compression),
-                    lambda path, records: outputs.write_tfrecords(path, records, args.compression))
-                _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
+                tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         if FileSystems.exists(temp_dir):
             FileSystems.delete([temp_dir])
         summary = tft_pipeline.build_summary(staged.read_counts(), {

@@ -200,8 +200,8 @@ def test_fast_and_slow_column_paths_agree():
     cells = ["1", "", "8.0", "17031081000.0", "-2"]
     columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells)],
                                        ["x"], {"x": csv_rows.INT})
-    assert errors == [] and columns.values["x"] == [1, None, 8, 17031081000, -2]
+    assert errors == [] and columns.values["x"].to_pylist() == [1, None, 8, 17031081000, -2]
     columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells + ["7.5"])],
                                        ["x"], {"x": csv_rows.INT})
     assert [(e.row, e.reason) for e in errors] == [(5, "not_an_integer")]
-    assert columns.values["x"] == [1, None, 8, 17031081000, -2]
+    assert columns.values["x"].to_pylist() == [1, None, 8, 17031081000, -2]
