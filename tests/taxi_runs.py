@@ -1,7 +1,9 @@
 """The taxi ingest -> analyze_and_transform -> transform chain, run once per test session."""
 
+import atexit
 import functools
 import glob
+import shutil
 import tempfile
 
 import tensorflow as tf
@@ -14,6 +16,7 @@ from tests.conftest import TAXI  # noqa: F401 (re-exported for the tests)
 def chain() -> dict:
     """Directories of: data.csv and data2.csv Examples, data.csv analyzed+transformed, data2 transformed."""
     root = tempfile.mkdtemp(prefix="taxi_chain_")
+    atexit.register(shutil.rmtree, root, True)
     dirs = {name: f"{root}/{name}" for name in ("examples", "examples2", "transformed", "transformed2")}
     taxi_csv_to_tfrecord.run(["--input", str(TAXI / "data.csv"), "--output_dir", dirs["examples"]])
     taxi_csv_to_tfrecord.run(["--input", str(TAXI / "data2.csv"), "--output_dir", dirs["examples2"]])
