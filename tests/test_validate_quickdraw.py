@@ -5,16 +5,11 @@ import json
 import pytest
 import tensorflow as tf
 
-from beam_jobs import options, quickdraw_to_tfrecord, validate
+from beam_jobs import quickdraw_to_tfrecord
 from tests.conftest import QUICKDRAW, REPO
+from tests.test_validate import _exit_status
 
 QUICKDRAW_SCHEMA = REPO / "schemas" / "quickdraw" / "schema.pbtxt"
-
-
-def _exit_status(argv) -> int:
-    with pytest.raises(SystemExit) as raised:
-        options.run_main(lambda: validate.main(argv))
-    return raised.value.code
 
 
 @pytest.fixture(scope="module")
