@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from beam_jobs import taxi_csv_to_tfrecord, transform
+from beam_jobs import analyze_and_transform, taxi_csv_to_tfrecord, transform
 from tests import taxi_runs
 from transforms.taxi import features
 
@@ -158,3 +158,22 @@ def test_transform_fn_loads_in_a_fresh_process(dirs):
     assert "company" in out[1] and "tips" in out[1]
     payment = open(os.path.join(dirs["transformed"], "transform_fn", "assets", "payment_type_vocab")).read().splitlines()
     assert int(out[2]) == len(payment)
+
+
+def broken_preprocessing_fn(inputs):
+    """A user preprocessing_fn with a bug: the run must fail and publish nothing."""
+    return {"fare_xf": inputs["no_such_feature"]}
+
+
+def test_failed_run_leaves_nothing_that_looks_complete(dirs, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyError):
+        analyze_and_transform.run(["--dataset", "taxi", "--examples_dir", dirs["examples"], "--output_dir", str(out),
+                                   "--preprocessing_fn", f"{__name__}:broken_preprocessing_fn"])
+    assert os.listdir(out) == []
+
+
+def test_bad_preprocessing_fn_flag_is_a_usage_error(dirs, tmp_path):
+    with pytest.raises(analyze_and_transform.options.UsageError, match="module:function"):
+        analyze_and_transform.run(["--dataset", "taxi", "--examples_dir", dirs["examples"],
+                                   "--output_dir", str(tmp_path / "out"), "--preprocessing_fn", "nocolon"])
