@@ -38,7 +38,6 @@ import argparse
 import re
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import options, outputs, taxi_csv_to_tfrecord, tft_pipeline
 
@@ -111,14 +110,10 @@ def run(argv=None) -> dict:
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        if FileSystems.exists(temp_dir):
-            FileSystems.delete([temp_dir])
         tft_pipeline.write_raw_metadata(schema, staged.staging_dir)
-        summary = tft_pipeline.build_summary(staged.read_counts(), {
+        summary = tft_pipeline.finish_summary(staged, temp_dir, args, pipeline_options, {
             "dataset": args.dataset,
             "transform_fn": outputs.join(args.output_dir, tft_pipeline.TRANSFORM_FN_DIR),
-            "options": dict(sorted(vars(args).items()),
-                            runner=pipeline_options.get_all_options().get("runner") or "DirectRunner"),
         })
         staged.publish(summary)
     tft_pipeline.log_summary(_JOB, summary, args.output_dir)

@@ -28,7 +28,6 @@ Dataflow:
 import argparse
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import options, outputs, tft_pipeline
 
@@ -60,12 +59,8 @@ def run(argv=None) -> dict:
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        if FileSystems.exists(temp_dir):
-            FileSystems.delete([temp_dir])
-        summary = tft_pipeline.build_summary(staged.read_counts(), {
+        summary = tft_pipeline.finish_summary(staged, temp_dir, args, pipeline_options, {
             "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),
-            "options": dict(sorted(vars(args).items()),
-                            runner=pipeline_options.get_all_options().get("runner") or "DirectRunner"),
         })
         staged.publish(summary)
     tft_pipeline.log_summary(_JOB, summary, args.transform_dir)
