@@ -32,7 +32,6 @@ Dataflow:
 
 import argparse
 import logging
-import os
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -41,12 +40,12 @@ import pyarrow as pa
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
+import schemas
 from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, splits, stats_io
 from beam_jobs.progress import Progress
 
 _JOB = "taxi_csv_to_tfrecord"
-DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "schemas", "taxi", "schema.pbtxt")
+DEFAULT_SCHEMA = schemas.path("taxi")
 _SCHEMA_TYPES = {1: csv_rows.BYTES, 2: csv_rows.INT, 3: csv_rows.FLOAT}  # schema_pb2.FeatureType
 
 
