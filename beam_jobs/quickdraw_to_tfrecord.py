@@ -50,13 +50,35 @@ SAMPLES_PER_CLASS = 6
 _LOGGED_REJECTIONS = 10
 
 
+class _FirstPerWord:
+    """The `k` smallest (key, value) pairs per word seen by one bundle (bounded memory)."""
+
+    def __init__(self, k: int):
+        self._k, self._pairs = k, {}
+
+    def add(self, word: str, key: tuple, value) -> None:
+        pairs = self._pairs.setdefault(word, [])
+        pairs.append((key, value))
+        if len(pairs) > 2 * self._k:
+            pairs.sort(key=lambda pair: pair[0])
+            del pairs[self._k:]
+
+    def drain(self):
+        for word, pairs in sorted(self._pairs.items()):
+            pairs.sort(key=lambda pair: pair[0])
+            for pair in pairs[:self._k]:
+                yield word, pair
+        self._pairs = {}
+
+
 class DrawingsToPartsFn(beam.DoFn):
     """LineBatch -> ((split, shard), part file) with the Examples encoded, labelled and keyed.
 
     Encoded records are spilled to part files under the run's temp directory, and only their
     paths travel through the shuffle: a runner then moves file names, not images. Rejected
-    lines go to DEAD_LETTER_TAG; counts, samples and (with a cap) sort keys per class go to
-    their own tags.
+    lines go to DEAD_LETTER_TAG and counts to COUNTS_TAG per batch; the first samples and
+    (with a cap) the first sort keys per class go to their tags once per bundle, so their
+    volume does not grow with the input.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
@@ -66,12 +88,12 @@ class DrawingsToPartsFn(beam.DoFn):
     _SPILL_BYTES = 64 << 20
 
     def __init__(self, *, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
-                 line_width, split_ratios, num_shards, samples_per_class, emit_keys):
+                 line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
         self._temp_dir, self._filters = temp_dir, filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
         self._image_size, self._line_width = image_size, line_width
         self._split_ratios, self._num_shards = split_ratios, num_shards
-        self._samples_per_class, self._emit_keys = samples_per_class, emit_keys
+        self._samples_per_class, self._keys_per_class = samples_per_class, keys_per_class
 
     def setup(self):
         from tfx_bsl.coders import example_coder
@@ -85,6 +107,8 @@ class DrawingsToPartsFn(beam.DoFn):
     def start_bundle(self):
         self._buffers: Dict[tuple, list] = {}
         self._buffered = 0
+        self._samples = _FirstPerWord(self._samples_per_class)
+        self._keys = _FirstPerWord(self._keys_per_class or 1)
 
     def process(self, batch: inputs.LineBatch, class_list: List[str]):
         counts: Dict[str, int] = {"read": len(batch.lines)}
@@ -109,13 +133,21 @@ class DrawingsToPartsFn(beam.DoFn):
         self._progress.add(len(batch.lines))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if kept:
-            yield from self._encode(batch.path, kept, class_list)
+            self._encode(batch.path, kept, class_list)
         if self._buffered > self._SPILL_BYTES:
             yield from self._spill()
 
     def finish_bundle(self):
+        def windowed(value):
+            return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
         for element in self._spill():
-            yield WindowedValue(element, MIN_TIMESTAMP, [GlobalWindow()])
+            yield windowed(element)
+        for word, pair in self._samples.drain():
+            yield pvalue.TaggedOutput(self.SAMPLES_TAG, windowed((word, pair)))
+        if self._keys_per_class:
+            for word, (key, _) in self._keys.drain():
+                yield pvalue.TaggedOutput(self.KEYS_TAG, windowed((word, key)))
 
     def _encode(self, path: str, kept, class_list: List[str]):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
@@ -127,15 +159,10 @@ class DrawingsToPartsFn(beam.DoFn):
             self._buffers.setdefault((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), []).append(
                 (keys[i], batch.words[i], example))
             self._buffered += len(example)
-        shown: Dict[str, int] = {}
-        for i in sorted(range(len(keys)), key=keys.__getitem__):
-            word = batch.words[i]
-            if shown.get(word, 0) < self._samples_per_class:
-                shown[word] = shown.get(word, 0) + 1
-                yield pvalue.TaggedOutput(self.SAMPLES_TAG, (word, (keys[i], batch.images[i])))
-        if self._emit_keys:
-            for word, key in zip(batch.words, keys):
-                yield pvalue.TaggedOutput(self.KEYS_TAG, (word, key))
+        for word, key, image in zip(batch.words, keys, batch.images):
+            self._samples.add(word, key, image)
+            if self._keys_per_class:
+                self._keys.add(word, key, None)
 
     def _spill(self):
         for shard_key, rows in sorted(self._buffers.items()):
@@ -230,7 +257,7 @@ class DrawingsToExamples(beam.PTransform):
         self._to_parts = DrawingsToPartsFn(
             temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
             rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
-            num_shards=num_shards, samples_per_class=self._samples, emit_keys=max_per_category is not None)
+            num_shards=num_shards, samples_per_class=self._samples, keys_per_class=max_per_category)
         self._write = WriteExampleShardFn(directory, self._file_names, compression)
 
     def expand(self, pbegin):
