@@ -111,7 +111,7 @@ def run(argv=None) -> dict:
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         tft_pipeline.write_raw_metadata(schema, staged.staging_dir)
-        summary = tft_pipeline.finish_summary(staged, temp_dir, args, pipeline_options, {
+        summary = tft_pipeline.finish_summary(staged, temp_dir, args, {
             "dataset": args.dataset,
             "transform_fn": outputs.join(args.output_dir, tft_pipeline.TRANSFORM_FN_DIR),
         })

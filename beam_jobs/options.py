@@ -54,11 +54,13 @@ def parse(parser: argparse.ArgumentParser, argv):
         parser.error("--num_shards must be at least 1")
     # The code lives in an installed package, so workers import it: no main session to pickle.
     options = PipelineOptions(pipeline_args, save_main_session=False)
+    # Recorded now: run summaries name the runner, and the portable runner clears the option.
+    known_args.runner = runner_name(options)
     return known_args, options
 
 
 def runner_name(pipeline_options: PipelineOptions) -> str:
-    """The runner the options ask for; read it before the run (the portable runner clears it)."""
+    """The runner the options ask for (DirectRunner when none is named)."""
     return pipeline_options.view_as(StandardOptions).runner or "DirectRunner"
 
 

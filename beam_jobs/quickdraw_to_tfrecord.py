@@ -347,7 +347,6 @@ def parse_args(argv):
 def run(argv=None) -> dict:
     """Runs the job; returns the run summary (also written to DIR/run_summary.json)."""
     args, pipeline_options = parse_args(argv)
-    runner = options.runner_name(pipeline_options)
     paths = inputs.expand_patterns(options.comma_list(args.input))
     categories = read_categories(args.categories)
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [
@@ -380,13 +379,13 @@ def run(argv=None) -> dict:
         counts = staged.read_counts()
         with FileSystems.open(staged.staged_path(features.LABELS_FILE)) as handle:
             classes = len(handle.read().splitlines())
-        summary = build_summary(counts, classes, args, runner)
+        summary = build_summary(counts, classes, args)
         staged.publish(summary)
     log_summary(summary, args.output_dir)
     return summary
 
 
-def build_summary(counts: Dict[str, int], classes: int, args, runner: str) -> dict:
+def build_summary(counts: Dict[str, int], classes: int, args) -> dict:
     summary = {
         "read": counts.get("read", 0),
         "blank": counts.get("blank", 0),
@@ -396,7 +395,6 @@ def build_summary(counts: Dict[str, int], classes: int, args, runner: str) -> di
         "classes": classes,
         "options": {key: value for key, value in sorted(vars(args).items())},
     }
-    summary["options"]["runner"] = runner
     accounted = summary["blank"] + summary["filtered"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
     if accounted != summary["read"]:
         raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")

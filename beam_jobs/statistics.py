@@ -38,7 +38,7 @@ from typing import Dict, List, NamedTuple, Optional
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
-from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, options, outputs, report, splits, stats_io
 
@@ -272,7 +272,7 @@ def run(argv=None) -> dict:
                  {s: len(p) for s, p in sorted(source.splits.items())}, args.output_dir)
     with outputs.StagedOutput(args.output_dir, owned_globs(source)) as staged:
         computed = compute(source, schema, args.slice_by, args.batch_size, pipeline_options, staged)
-        summary = dict(computed["summary"], options=recorded_options(args, pipeline_options))
+        summary = dict(computed["summary"], options=recorded_options(args))
         staged.publish(summary)
     if args.report:
         report.write_report(args.report, report.ReportInput(
@@ -284,10 +284,8 @@ def run(argv=None) -> dict:
     return summary
 
 
-def recorded_options(args, pipeline_options) -> dict:
-    recorded = {key: value for key, value in sorted(vars(args).items())}
-    recorded["runner"] = pipeline_options.get_all_options().get("runner") or "DirectRunner"
-    return recorded
+def recorded_options(args) -> dict:
+    return dict(sorted(vars(args).items()))
 
 
 if __name__ == "__main__":

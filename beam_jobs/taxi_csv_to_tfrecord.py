@@ -277,13 +277,13 @@ def run(argv=None) -> dict:
                 | "WriteDeadLetters" >> outputs.WriteSortedShards(staged.staging_dir, letter_file, outputs.write_lines)
             )
             _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
-        summary = build_summary(staged.read_counts(), args, pipeline_options)
+        summary = build_summary(staged.read_counts(), args)
         staged.publish(summary)
     log_summary(summary, args.output_dir)
     return summary
 
 
-def build_summary(counts: Dict[str, int], args, pipeline_options) -> dict:
+def build_summary(counts: Dict[str, int], args) -> dict:
     summary = {
         "read": counts.get("read", 0),
         "blank": counts.get("blank", 0),
@@ -291,7 +291,6 @@ def build_summary(counts: Dict[str, int], args, pipeline_options) -> dict:
         "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
         "options": {key: value for key, value in sorted(vars(args).items())},
     }
-    summary["options"]["runner"] = pipeline_options.get_all_options().get("runner") or "DirectRunner"
     accounted = summary["blank"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
     if accounted != summary["read"]:
         raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")

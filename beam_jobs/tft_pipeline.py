@@ -198,12 +198,11 @@ def owned_globs() -> List[str]:
         f"{TRANSFORM_FN_DIR}/**", f"{TRANSFORMED_METADATA_DIR}/**", f"{RAW_METADATA_DIR}/**"]
 
 
-def finish_summary(staged: outputs.StagedOutput, temp_dir: str, args, pipeline_options, extra: dict) -> dict:
+def finish_summary(staged: outputs.StagedOutput, temp_dir: str, args, extra: dict) -> dict:
     """Drops TFT's temp dir from the staging area and builds the run summary."""
     if FileSystems.exists(temp_dir):
         FileSystems.delete([temp_dir])
-    runner = pipeline_options.get_all_options().get("runner") or "DirectRunner"
-    extra = dict(extra, options=dict(sorted(vars(args).items()), runner=runner))
+    extra = dict(extra, options=dict(sorted(vars(args).items())))
     return build_summary(staged.read_counts(), extra)
 
 

@@ -59,7 +59,7 @@ def run(argv=None) -> dict:
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        summary = tft_pipeline.finish_summary(staged, temp_dir, args, pipeline_options, {
+        summary = tft_pipeline.finish_summary(staged, temp_dir, args, {
             "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),
         })
         staged.publish(summary)

@@ -31,7 +31,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
@@ -154,7 +154,7 @@ def run(argv=None) -> dict:
         summary = dict(computed["summary"], anomalies=len(rows),
                        anomalous_features=sorted({r["feature"] for r in rows}),
                        verdict="anomalies found" if rows else "no anomalies",
-                       options=statistics.recorded_options(args, pipeline_options))
+                       options=statistics.recorded_options(args))
         staged.publish(summary)
     sys.stdout.write(summary_table(rows, drift_skew) + "\n")
     sys.stdout.write(f"validate: {summary['verdict']} ({len(rows)}) in {args.output_dir}\n")
