@@ -45,9 +45,9 @@ def _row(rng: random.Random, start: datetime.datetime, days: int, fare_scale: fl
         return f"{value}.0" if floats_for_ints else str(value)
     def maybe(value, empty_fraction):
         return "" if rng.random() < empty_fraction else value
-    has_coordinates = rng.random() > 0.1
+    has_coordinates = rng.random() > 0.003  # about as often as in the real sample
     return [
-        maybe(integer(pickup), 0.05), f"{fare:.2f}", integer(when.month), integer(when.hour),
+        maybe(integer(pickup), 0.003), f"{fare:.2f}", integer(when.month), integer(when.hour),
         integer(when.isoweekday() % 7 + 1), integer(int(when.replace(tzinfo=datetime.timezone.utc).timestamp())),
         f"{AREAS[pickup][0]:.6f}" if has_coordinates else "", f"{AREAS[pickup][1]:.6f}" if has_coordinates else "",
         f"{AREAS[dropoff][0]:.6f}" if has_coordinates else "", f"{AREAS[dropoff][1]:.6f}" if has_coordinates else "",
