@@ -72,7 +72,7 @@ class _FirstPerWord:
 
 
 class DrawingsToPartsFn(beam.DoFn):
-    """LineBatch -> ((split, shard), part file) with the Examples encoded, labelled and keyed.
+    """ndjson file -> ((split, shard), part file) with the Examples encoded, labelled and keyed.
 
     Encoded records are spilled to part files under the run's temp directory, and only their
     paths travel through the shuffle: a runner then moves file names, not images. Rejected
@@ -110,7 +110,13 @@ class DrawingsToPartsFn(beam.DoFn):
         self._samples = _FirstPerWord(self._samples_per_class)
         self._keys = _FirstPerWord(self._keys_per_class or 1)
 
-    def process(self, batch: inputs.LineBatch, class_list: List[str]):
+    def process(self, path: str, class_list: List[str]):
+        # Lines are read here rather than in an upstream step: the side input makes the runner
+        # materialize this step's input, and file names are cheaper to hold than their lines.
+        for batch in inputs.iter_line_batches(path):
+            yield from self._process_batch(batch, class_list)
+
+    def _process_batch(self, batch: inputs.LineBatch, class_list: List[str]):
         counts: Dict[str, int] = {"read": len(batch.lines)}
         kept: List[Tuple[int, strokes.Drawing]] = []
         for offset, line in enumerate(batch.lines):
@@ -273,7 +279,6 @@ class DrawingsToExamples(beam.PTransform):
             )
         parts = (
             files
-            | "ReadLines" >> beam.FlatMap(inputs.iter_line_batches)
             | "EncodeDrawings" >> beam.ParDo(self._to_parts, class_list=pvalue.AsSingleton(class_list)).with_outputs(
                 DrawingsToPartsFn.DEAD_LETTER_TAG, DrawingsToPartsFn.COUNTS_TAG, DrawingsToPartsFn.SAMPLES_TAG,
                 DrawingsToPartsFn.KEYS_TAG, main="parts")
