@@ -48,15 +48,16 @@ from transforms.quickdraw import features
 _JOB = "quickdraw_to_tfrecord"
 SAMPLES_PER_CLASS = 6
 _LOGGED_REJECTIONS = 10
+_LINE_BITS = 40  # Line numbers below 2**40; file indexes above them in a sort key.
 
 
-class _FirstPerWord:
-    """The `k` smallest (key, value) pairs per word seen by one bundle (bounded memory)."""
+class _FirstPerClass:
+    """The `k` smallest (key, value) pairs per class seen by one bundle (bounded memory)."""
 
     def __init__(self, k: int):
         self._k, self._pairs = k, {}
 
-    def add(self, word: str, key: tuple, value) -> None:
+    def add(self, word, key: int, value) -> None:
         pairs = self._pairs.setdefault(word, [])
         pairs.append((key, value))
         if len(pairs) > 2 * self._k:
@@ -87,8 +88,9 @@ class DrawingsToPartsFn(beam.DoFn):
     KEYS_TAG = "keys"
     _SPILL_BYTES = 64 << 20
 
-    def __init__(self, *, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
+    def __init__(self, *, paths, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
+        self._path_index = {path: i for i, path in enumerate(sorted(paths))}
         self._temp_dir, self._filters = temp_dir, filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
         self._image_size, self._line_width = image_size, line_width
@@ -107,8 +109,8 @@ class DrawingsToPartsFn(beam.DoFn):
     def start_bundle(self):
         self._buffers: Dict[tuple, list] = {}
         self._buffered = 0
-        self._samples = _FirstPerWord(self._samples_per_class)
-        self._keys = _FirstPerWord(self._keys_per_class or 1)
+        self._samples = _FirstPerClass(self._samples_per_class)
+        self._keys = _FirstPerClass(self._keys_per_class or 1)
 
     def process(self, path: str, class_list: List[str]):
         # Lines are read here rather than in an upstream step: the side input makes the runner
@@ -152,23 +154,25 @@ class DrawingsToPartsFn(beam.DoFn):
         for word, pair in self._samples.drain():
             yield pvalue.TaggedOutput(self.SAMPLES_TAG, windowed((word, pair)))
         if self._keys_per_class:
-            for word, (key, _) in self._keys.drain():
-                yield pvalue.TaggedOutput(self.KEYS_TAG, windowed((word, key)))
+            for label, (key, _) in self._keys.drain():
+                yield pvalue.TaggedOutput(self.KEYS_TAG, windowed((label, key)))
 
     def _encode(self, path: str, kept, class_list: List[str]):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
         index = {word: i for i, word in enumerate(class_list)}
         labels = np.array([index[word] for word in batch.words], dtype=np.int64)
         encoded = example_bytes.encode_by_column(self._encoder, drawing_examples.to_record_batch(batch, labels, self._image_size))
-        keys = [(int(h), k, path, int(n)) for h, k, n in zip(batch.key_hashes, batch.key_ids, batch.lines)]
+        # The order inside a shard, as one int: the key_id's hash, then the file and line.
+        place = self._path_index[path] << _LINE_BITS
+        keys = [(int(h) << 64) | place | int(n) for h, n in zip(batch.key_hashes, batch.lines)]
         for i, example in enumerate(encoded):
             self._buffers.setdefault((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), []).append(
-                (keys[i], batch.words[i], example))
+                (keys[i], int(labels[i]), example))
             self._buffered += len(example)
-        for word, key, image in zip(batch.words, keys, batch.images):
+        for word, label, key, image in zip(batch.words, labels.tolist(), keys, batch.images):
             self._samples.add(word, key, image)
             if self._keys_per_class:
-                self._keys.add(word, key, None)
+                self._keys.add(label, key, None)
 
     def _spill(self):
         for shard_key, rows in sorted(self._buffers.items()):
@@ -205,8 +209,8 @@ class WriteExampleShardFn(beam.DoFn):
         counts = {"filtered": 0, "written." + shard_key[0]: 0}
 
         def kept():
-            for key, word, example in outputs.merge_sorted_runs(paths):
-                if word in caps and key > caps[word]:
+            for key, label, example in outputs.merge_sorted_runs(paths):
+                if label in caps and key > caps[label]:
                     counts["filtered"] += 1
                 else:
                     counts["written." + shard_key[0]] += 1
@@ -261,7 +265,7 @@ class DrawingsToExamples(beam.PTransform):
             for split in splits.SPLIT_NAMES for shard in range(num_shards)
         }
         self._to_parts = DrawingsToPartsFn(
-            temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
+            paths=self._paths, temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
             rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
             num_shards=num_shards, samples_per_class=self._samples, keys_per_class=max_per_category)
         self._write = WriteExampleShardFn(directory, self._file_names, compression)
@@ -286,8 +290,8 @@ class DrawingsToExamples(beam.PTransform):
         if self._max_per_category is not None:
             caps = (
                 parts.keys
-                | "FirstPerWord" >> beam.combiners.Top.SmallestPerKey(self._max_per_category)
-                | "LastKeptKey" >> beam.MapTuple(lambda word, keys: (word, keys[-1]))
+                | "FirstPerClass" >> beam.combiners.Top.SmallestPerKey(self._max_per_category)
+                | "LastKeptKey" >> beam.MapTuple(lambda label, keys: (label, keys[-1]))
             )
         else:
             caps = pbegin | "NoCaps" >> beam.Create([])

@@ -11,7 +11,8 @@ On the real simplified sample (../shared/data/quickdraw) replicated to N drawing
                    encoding, tf.io.TFRecordWriter), drawings/s ratio.
   workers2_vs_1    the job with two worker processes vs one, drawings/s ratio.
 
-The last line printed is one JSON object with the three ratios and the raw figures.
+Each of the three timed runs is its own fresh process, with its imports done before its
+clock starts. The last line printed is one JSON object with the three ratios and the figures.
 """
 
 import argparse
@@ -19,6 +20,8 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -118,10 +121,31 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
             flush()
 
 
-def timed(fn, *args) -> float:
+_VARIANTS = ("loop", "job1", "job2")
+
+
+def child(variant: str, data: str, out: str, image_size: int, line_width: int) -> None:
+    """Times one variant in a fresh process (imports done before the clock starts) and prints
+    its seconds as JSON: no variant inherits another's heap or imported modules."""
+    paths = sorted(glob.glob(os.path.join(data, "*.ndjson")))
+    flags = [f"--input={data}/*.ndjson", f"--output_dir={out}", f"--image_size={image_size}",
+             f"--line_width={line_width}"]
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"] if variant == "job2" else []
     start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+    if variant == "loop":
+        os.makedirs(out)
+        fast_loop(paths, out, image_size, line_width)
+    else:
+        quickdraw_to_tfrecord.run(flags + workers)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def timed_child(variant: str, data: str, out: str, args) -> float:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quickdraw", "--child", variant, "--data", data, "--out", out,
+         f"--image_size={args.image_size}", f"--line_width={args.line_width}"],
+        capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main(argv=None) -> dict:
@@ -129,7 +153,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--drawings", type=int, default=200_000)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--line_width", type=int, default=1)
+    parser.add_argument("--child", choices=_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return child(args.child, args.data, args.out, args.image_size, args.line_width)
     work = tempfile.mkdtemp(prefix="qd-bench-")
     try:
         data = os.path.join(work, "data")
@@ -139,29 +168,22 @@ def main(argv=None) -> dict:
         ours, cv2_rate, error = bench_raster(paths, args.image_size, args.line_width)
         print(f"rasterize: ours {ours:,.0f}/s, OpenCV baseline {cv2_rate:,.0f}/s; mean |error| against an "
               f"8x supersampled reference: ours {error['ours']:.2f}/255, baseline {error['cv2']:.2f}/255")
-
-        loop_dir = os.path.join(work, "loop")
-        os.makedirs(loop_dir)
-        loop_s = timed(fast_loop, paths, loop_dir, args.image_size, args.line_width)
-        print(f"fast loop: {loop_s:.1f} s, {n / loop_s:,.0f} drawings/s")
-        flags = [f"--input={data}/*.ndjson", f"--image_size={args.image_size}", f"--line_width={args.line_width}"]
-        job1_s = timed(quickdraw_to_tfrecord.run, flags + [f"--output_dir={work}/job1"])
-        print(f"job, 1 worker: {job1_s:.1f} s, {n / job1_s:,.0f} drawings/s")
-        job2_s = timed(quickdraw_to_tfrecord.run, flags + [
-            f"--output_dir={work}/job2", "--direct_num_workers=2", "--direct_running_mode=multi_processing"])
-        print(f"job, 2 workers: {job2_s:.1f} s, {n / job2_s:,.0f} drawings/s")
+        seconds = {}
+        for variant, label in (("loop", "fast loop"), ("job1", "job, 1 worker"), ("job2", "job, 2 workers")):
+            seconds[variant] = timed_child(variant, data, os.path.join(work, variant), args)
+            print(f"{label}: {seconds[variant]:.1f} s, {n / seconds[variant]:,.0f} drawings/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
         "raster_vs_cv2": round(ours / cv2_rate, 3),
-        "job_vs_fast_loop": round(loop_s / job1_s, 3),
-        "workers2_vs_1": round(job1_s / job2_s, 3),
+        "job_vs_fast_loop": round(seconds["loop"] / seconds["job1"], 3),
+        "workers2_vs_1": round(seconds["job1"] / seconds["job2"], 3),
         "drawings": n,
         "raster_error_ours": round(error["ours"], 3),
         "raster_error_cv2": round(error["cv2"], 3),
-        "fast_loop_per_s": round(n / loop_s),
-        "job_1_worker_per_s": round(n / job1_s),
-        "job_2_workers_per_s": round(n / job2_s),
+        "fast_loop_per_s": round(n / seconds["loop"]),
+        "job_1_worker_per_s": round(n / seconds["job1"]),
+        "job_2_workers_per_s": round(n / seconds["job2"]),
     }
     print(json.dumps(result))
     return result
