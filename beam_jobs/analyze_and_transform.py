@@ -100,9 +100,8 @@ def run(argv=None) -> dict:
         raise options.UsageError(f"{args.examples_dir} has no train split to analyze")
     schema = raw_schema(args.dataset, args.schema, files)
     with outputs.StagedOutput(args.output_dir, tft_pipeline.owned_globs()) as staged:
-        temp_dir = staged.staged_path(tft_pipeline.TFT_TEMP_DIR)
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            with tft_beam.Context(temp_dir=temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
+            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
                 # The train split is decoded once and feeds both the analysis and its transform.
                 transform_fn = ((raw["train"], tensor_adapter_config)
@@ -111,7 +110,7 @@ def run(argv=None) -> dict:
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         tft_pipeline.write_raw_metadata(schema, staged.staging_dir)
-        summary = tft_pipeline.finish_summary(staged, temp_dir, args, {
+        summary = tft_pipeline.finish_summary(staged, args, {
             "dataset": args.dataset,
             "transform_fn": outputs.join(args.output_dir, tft_pipeline.TRANSFORM_FN_DIR),
         })

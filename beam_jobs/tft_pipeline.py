@@ -21,7 +21,6 @@ RAW_RECORD_COLUMN = "__raw_record__"
 RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
-TFT_TEMP_DIR = "tft_tmp"
 # Fixed RecordBatch size: TFT's per-batch float32 partial sums (means, variances) depend on
 # how rows are batched, so an adaptive batch size would make outputs differ run to run.
 DEFAULT_BATCH_SIZE = 8192
@@ -198,10 +197,8 @@ def owned_globs() -> List[str]:
         f"{TRANSFORM_FN_DIR}/**", f"{TRANSFORMED_METADATA_DIR}/**", f"{RAW_METADATA_DIR}/**"]
 
 
-def finish_summary(staged: outputs.StagedOutput, temp_dir: str, args, extra: dict) -> dict:
-    """Drops TFT's temp dir from the staging area and builds the run summary."""
-    if FileSystems.exists(temp_dir):
-        FileSystems.delete([temp_dir])
+def finish_summary(staged: outputs.StagedOutput, args, extra: dict) -> dict:
+    """The run summary: per-split counts, the job's flags and `extra`."""
     extra = dict(extra, options=dict(sorted(vars(args).items())))
     return build_summary(staged.read_counts(), extra)
 

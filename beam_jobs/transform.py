@@ -52,14 +52,13 @@ def run(argv=None) -> dict:
     files = tft_pipeline.split_files(args.examples_dir)
     owned = [glob for glob in tft_pipeline.owned_globs() if glob.endswith(".tfrecord*")]
     with outputs.StagedOutput(args.output_dir, owned) as staged:
-        temp_dir = staged.staged_path(tft_pipeline.TFT_TEMP_DIR)
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            with tft_beam.Context(temp_dir=temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
+            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
                 transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir)
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
                 result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        summary = tft_pipeline.finish_summary(staged, temp_dir, args, {
+        summary = tft_pipeline.finish_summary(staged, args, {
             "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),
         })
         staged.publish(summary)
