@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import tensorflow as tf
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -44,7 +44,7 @@ def test_to_list_array_keeps_missing_cells_null():
 def test_csv_to_record_batches_dead_letters_bad_rows_with_file_and_line(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b"a,b\n1,x\n2\n\n3.0,y\n\xff,z\n")
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         ranges = p | beam.Create(line_ranges.plan([str(path)]))
         result = ranges | csv_batches.CsvToRecordBatches(column_names=["a", "b"])
         rows = result.record_batches | beam.FlatMap(lambda rb: zip(*(c.to_pylist() for c in rb.columns)))
