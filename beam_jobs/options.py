@@ -73,7 +73,9 @@ def run_main(run) -> None:
     if run.__module__ == "__main__" and getattr(sys.modules["__main__"], "__spec__", None):
         run = getattr(importlib.import_module(sys.modules["__main__"].__spec__.name), run.__name__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # The libraries' INFO lines (type hints, runner internals) would bury the jobs' own progress.
+    for library in ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_data_validation"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     try:
         run()
     except UsageError as error:
