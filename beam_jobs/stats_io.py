@@ -96,6 +96,8 @@ def load_schema(path: str) -> schema_pb2.Schema:
 
 def write_atomically(path: str, data: bytes) -> None:
     """Writes beside the target, then renames: a reader never sees half a file."""
+    if FileSystems.get_scheme(path) is None:
+        path = os.path.abspath(path)  # A bare file name: Beam's local filesystem needs a directory.
     directory = os.path.dirname(path)
     if directory and not FileSystems.exists(directory):
         FileSystems.mkdirs(directory)

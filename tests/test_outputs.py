@@ -64,3 +64,12 @@ def test_split_ratios_and_the_documented_hash_rule():
         bucket = int.from_bytes(hashlib.sha256(b"split:" + key).digest()[:8], "big") % 10_000
         assert splits.split_index(key, (0.8, 0.1, 0.1)) == (0 if bucket < 8000 else 1 if bucket < 9000 else 2)
         assert splits.split_index(key, (0.5, 0.5, 0.0)) != 2
+
+
+def test_a_bare_file_name_is_written_in_the_working_directory(tmp_path, monkeypatch):
+    from beam_jobs import stats_io
+
+    monkeypatch.chdir(tmp_path)
+    stats_io.write_atomically("schema.pbtxt", b"feature {}")
+    assert (tmp_path / "schema.pbtxt").read_bytes() == b"feature {}"
+    assert os.listdir(tmp_path) == ["schema.pbtxt"]
