@@ -57,18 +57,18 @@ class _FirstPerClass:
     def __init__(self, k: int):
         self._k, self._pairs = k, {}
 
-    def add(self, word, key: int, value) -> None:
-        pairs = self._pairs.setdefault(word, [])
+    def add(self, group, key: int, value) -> None:
+        pairs = self._pairs.setdefault(group, [])
         pairs.append((key, value))
         if len(pairs) > 2 * self._k:
             pairs.sort(key=lambda pair: pair[0])
             del pairs[self._k:]
 
     def drain(self):
-        for word, pairs in sorted(self._pairs.items()):
+        for group, pairs in sorted(self._pairs.items()):
             pairs.sort(key=lambda pair: pair[0])
             for pair in pairs[:self._k]:
-                yield word, pair
+                yield group, pair
         self._pairs = {}
 
 
@@ -101,9 +101,8 @@ class DrawingsToPartsFn(beam.DoFn):
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
-        self._rejections = dead_letters.RejectionCounters(_JOB)
+        self._rejections = dead_letters.RejectionLog(_JOB, logged=_LOGGED_REJECTIONS)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
-        self._logged = 0
         self._progress = Progress(_JOB, "lines")
 
     def start_bundle(self):
@@ -130,7 +129,7 @@ class DrawingsToPartsFn(beam.DoFn):
                 drawing = strokes.parse_drawing(line, self._source_format, self._max_points, self._rdp_epsilon)
             except strokes.Rejected as rejected:
                 letter = dead_letters.dead_letter(batch.path, number, rejected.reason, rejected.detail, line)
-                self._reject(letter, counts)
+                self._rejections.reject(letter, counts)
                 yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
                 continue
             if self._filters.keep(drawing.word, drawing.recognized):
@@ -180,15 +179,6 @@ class DrawingsToPartsFn(beam.DoFn):
             outputs.write_sorted_run(path, rows)
             yield shard_key, path
         self._buffers, self._buffered = {}, 0
-
-    def _reject(self, letter: dict, counts: Dict[str, int]) -> None:
-        key = "rejected." + letter["reason"]
-        counts[key] = counts.get(key, 0) + 1
-        self._rejections.inc(letter["reason"])
-        if self._logged < _LOGGED_REJECTIONS:
-            self._logged += 1
-            suffix = " (further rejections are counted, not logged)" if self._logged == _LOGGED_REJECTIONS else ""
-            logging.warning("Rejected %s%s", dead_letters.describe(letter), suffix)
 
 
 class WriteExampleShardFn(beam.DoFn):
