@@ -22,6 +22,8 @@ import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs.splits import SPLIT_NAMES
+
 RUN_SUMMARY = "run_summary.json"
 COUNTS_FILE = "_counts.json"
 
@@ -139,6 +141,35 @@ def _read_run(path: str) -> Iterator[tuple]:
 def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
     """All rows of the runs in sort-key order (a streaming k-way merge)."""
     return heapq.merge(*(_read_run(path) for path in sorted(paths)), key=lambda row: row[0])
+
+
+def ingest_summary(counts: Dict[str, int], args, filtered: bool = False, **extra) -> dict:
+    """run_summary.json of an ingest job; refuses counts that do not reconcile.
+
+    `read == blank + filtered + sum(written) + sum(rejected)` (`filtered` only for jobs that filter).
+    """
+    summary = {
+        "read": counts.get("read", 0),
+        "blank": counts.get("blank", 0),
+        "written": {split: counts.get("written." + split, 0) for split in SPLIT_NAMES},
+        "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
+    }
+    if filtered:
+        summary["filtered"] = counts.get("filtered", 0)
+    summary.update(extra, options=dict(sorted(vars(args).items())))
+    accounted = (summary["blank"] + summary.get("filtered", 0) + sum(summary["written"].values())
+                 + sum(summary["rejected"].values()))
+    if accounted != summary["read"]:
+        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")
+    return summary
+
+
+def describe_ingest(summary: dict) -> str:
+    """`wrote N examples (train a, eval b, test c); R rejected (reason n, ...)` for the final log line."""
+    written, rejected = summary["written"], summary["rejected"]
+    reasons = f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})" if rejected else ""
+    return (f"wrote {sum(written.values()):,} examples (train {written['train']:,}, eval {written['eval']:,}, "
+            f"test {written['test']:,}); {sum(rejected.values()):,} rejected{reasons}")
 
 
 def merge_counts(counts: Iterable[Dict[str, int]]) -> Dict[str, int]:

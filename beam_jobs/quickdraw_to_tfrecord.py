@@ -378,38 +378,16 @@ def run(argv=None) -> dict:
         counts = staged.read_counts()
         with FileSystems.open(staged.staged_path(features.LABELS_FILE)) as handle:
             classes = len(handle.read().splitlines())
-        summary = build_summary(counts, classes, args)
+        summary = outputs.ingest_summary(counts, args, filtered=True, classes=classes)
         staged.publish(summary)
     log_summary(summary, args.output_dir)
     return summary
 
 
-def build_summary(counts: Dict[str, int], classes: int, args) -> dict:
-    summary = {
-        "read": counts.get("read", 0),
-        "blank": counts.get("blank", 0),
-        "written": {split: counts.get("written." + split, 0) for split in splits.SPLIT_NAMES},
-        "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
-        "filtered": counts.get("filtered", 0),
-        "classes": classes,
-        "options": {key: value for key, value in sorted(vars(args).items())},
-    }
-    accounted = summary["blank"] + summary["filtered"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
-    if accounted != summary["read"]:
-        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")
-    return summary
-
-
 def log_summary(summary: dict, output_dir: str) -> None:
-    written = summary["written"]
-    rejected = summary["rejected"]
-    logging.info(
-        "%s: read %s lines: wrote %s examples (train %s, eval %s, test %s) of %d classes; "
-        "%s rejected%s; %s filtered; %s blank. Outputs in %s",
-        _JOB, f"{summary['read']:,}", f"{sum(written.values()):,}", f"{written['train']:,}",
-        f"{written['eval']:,}", f"{written['test']:,}", summary["classes"], f"{sum(rejected.values()):,}",
-        f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})" if rejected else "",
-        f"{summary['filtered']:,}", f"{summary['blank']:,}", output_dir)
+    logging.info("%s: read %s lines: %s; %s classes; %s filtered; %s blank. Outputs in %s", _JOB,
+                 f"{summary['read']:,}", outputs.describe_ingest(summary), summary["classes"],
+                 f"{summary['filtered']:,}", f"{summary['blank']:,}", output_dir)
 
 
 if __name__ == "__main__":

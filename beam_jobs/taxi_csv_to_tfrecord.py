@@ -277,35 +277,15 @@ def run(argv=None) -> dict:
                 | "WriteDeadLetters" >> outputs.WriteSortedShards(staged.staging_dir, letter_file, outputs.write_lines)
             )
             _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
-        summary = build_summary(staged.read_counts(), args)
+        summary = outputs.ingest_summary(staged.read_counts(), args)
         staged.publish(summary)
     log_summary(summary, args.output_dir)
     return summary
 
 
-def build_summary(counts: Dict[str, int], args) -> dict:
-    summary = {
-        "read": counts.get("read", 0),
-        "blank": counts.get("blank", 0),
-        "written": {split: counts.get("written." + split, 0) for split in splits.SPLIT_NAMES},
-        "rejected": dict(sorted((k.split(".", 1)[1], v) for k, v in counts.items() if k.startswith("rejected."))),
-        "options": {key: value for key, value in sorted(vars(args).items())},
-    }
-    accounted = summary["blank"] + sum(summary["written"].values()) + sum(summary["rejected"].values())
-    if accounted != summary["read"]:
-        raise RuntimeError(f"counts do not reconcile: read {summary['read']} but accounted {accounted}: {counts}")
-    return summary
-
-
 def log_summary(summary: dict, output_dir: str) -> None:
-    written, rejected = summary["written"], summary["rejected"]
-    logging.info(
-        "%s: read %s records: wrote %s examples (train %s, eval %s, test %s); %s rejected%s; "
-        "%s blank. Outputs in %s",
-        _JOB, f"{summary['read']:,}", f"{sum(written.values()):,}", f"{written['train']:,}",
-        f"{written['eval']:,}", f"{written['test']:,}", f"{sum(rejected.values()):,}",
-        f" ({', '.join(f'{k} {v}' for k, v in rejected.items())})" if rejected else "",
-        f"{summary['blank']:,}", output_dir)
+    logging.info("%s: read %s records: %s; %s blank. Outputs in %s", _JOB, f"{summary['read']:,}",
+                 outputs.describe_ingest(summary), f"{summary['blank']:,}", output_dir)
 
 
 if __name__ == "__main__":
