@@ -103,10 +103,15 @@ def run(argv=None) -> dict:
         with beam.Pipeline(options=pipeline_options) as pipeline:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
-                # The train split is decoded once and feeds both the analysis and its transform.
-                transform_fn = ((raw["train"], tensor_adapter_config)
+                # The analysis reads the train split on its own: fed from the transform's reading,
+                # the runner would hold every decoded train batch until the analysis is done.
+                train, analysis_config = tft_pipeline.read_raw_splits(
+                    pipeline, {"train": files["train"]}, schema, args.batch_size, stage="ReadForAnalysis",
+                    keep_records=False)
+                transform_fn = ((train["train"], analysis_config)
                                 | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
-                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
+                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards,
+                                                      staged.temp_dir)
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         tft_pipeline.write_raw_metadata(schema, staged.staging_dir)

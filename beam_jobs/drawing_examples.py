@@ -39,7 +39,7 @@ def make_batch(kept: List[Tuple[int, strokes.Drawing]], image_size: int, line_wi
     key_bytes = [d.key_id.encode() for d in drawings]
     ink, ink_points = strokes.ink_batch([d.points for d in drawings], [d.lengths for d in drawings])
     return DrawingBatch(
-        key_hashes=np.array([splits.key_hash(k) for k in key_bytes], dtype=np.uint64),
+        key_hashes=splits.key_hashes(key_bytes),
         key_ids=[d.key_id for d in drawings],
         lines=np.array([n for n, _ in kept], dtype=np.int64),
         words=[d.word for d in drawings],
@@ -49,8 +49,8 @@ def make_batch(kept: List[Tuple[int, strokes.Drawing]], image_size: int, line_wi
         images=np.stack([rasterize.rasterize(d.points, d.lengths, image_size, line_width) for d in drawings]),
         ink=ink.reshape(-1),
         ink_points=ink_points,
-        split=np.array([splits.split_index(k, split_ratios) for k in key_bytes], dtype=np.int8),
-        shard=np.array([splits.shard_index(k, num_shards) for k in key_bytes], dtype=np.int32),
+        split=splits.split_indices(key_bytes, split_ratios),
+        shard=splits.shard_indices(key_bytes, num_shards),
     )
 
 

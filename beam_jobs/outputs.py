@@ -21,6 +21,9 @@ import apache_beam as beam
 import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_jobs.splits import SPLIT_NAMES
 
@@ -141,6 +144,87 @@ def _read_run(path: str) -> Iterator[tuple]:
 def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
     """All rows of the runs in sort-key order (a streaming k-way merge)."""
     return heapq.merge(*(_read_run(path) for path in sorted(paths)), key=lambda row: row[0])
+
+
+_LINE_BITS = 40  # Line numbers below 2**40; file indexes above them.
+
+
+def record_order(key_hash: int, file_index: int, line: int) -> int:
+    """A record's place in its shard, as one int (cheap to pickle and compare): its key's
+    64-bit hash, then its file's index among the inputs, then its line."""
+    return (key_hash << 64) | (file_index << _LINE_BITS) | line
+
+
+class SpillBuffer:
+    """One bundle's rows per output shard, spilled as sorted run files into `temp_dir`.
+
+    A DoFn `add`s rows (tuples: sort key first, record bytes last), yields what `spill()`
+    gives whenever the buffer is `full`, and in finish_bundle the rest, each element through
+    `in_global_window`. Only the runs' paths then go through the shuffle: the runner moves
+    file names, not records, so its memory does not grow with the input.
+    """
+
+    def __init__(self, temp_dir: str, limit_bytes: int = 64 << 20):
+        self._temp_dir, self._limit = temp_dir, limit_bytes
+        self._rows: Dict[tuple, list] = {}
+        self._bytes = 0
+
+    def add(self, shard_key: tuple, row: tuple) -> None:
+        self._rows.setdefault(shard_key, []).append(row)
+        self._bytes += len(row[-1])
+
+    @property
+    def full(self) -> bool:
+        return self._bytes > self._limit
+
+    def spill(self) -> Iterator[Tuple[tuple, str]]:
+        """(shard_key, run path) per shard buffered; the buffer is empty afterwards."""
+        rows_by_shard, self._rows, self._bytes = self._rows, {}, 0
+        for shard_key, rows in sorted(rows_by_shard.items()):
+            name = "-".join(str(part) for part in shard_key)
+            path = join(self._temp_dir, f"{name}-{uuid.uuid4().hex}.run")
+            write_sorted_run(path, rows)
+            yield shard_key, path
+
+
+def in_global_window(value) -> WindowedValue:
+    """An element for finish_bundle to emit (it must name the element's window)."""
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+def _write_merged(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:
+    shard_key, paths = shard_runs
+    count = 0
+
+    def records():
+        nonlocal count
+        for row in merge_sorted_runs(paths):
+            count += 1
+            yield row[-1]
+
+    write(join(directory, file_names[shard_key]), records())
+    return shard_key, count
+
+
+class WriteSpilledShards(beam.PTransform):
+    """`(shard_key, run path)` pairs from SpillBuffers -> one file per key of `file_names`.
+
+    Each file holds its runs' records merged in sort-key order, written by `write(path,
+    records)`; keys with no run get an empty file. Only runs whose paths came through the
+    shuffle are read, so the leftovers of a retried bundle never reach the output. The
+    output PCollection holds `(shard_key, record_count)` per file.
+    """
+
+    def __init__(self, directory: str, file_names: Dict, write: Callable):
+        super().__init__()
+        self._directory, self._file_names, self._write = directory, dict(file_names), write
+
+    def expand(self, runs):
+        return (
+            runs
+            | "GroupByShard" >> GroupByShard(self._file_names)
+            | "MergeAndWrite" >> beam.Map(_write_merged, self._directory, self._file_names, self._write)
+        )
 
 
 def ingest_summary(counts: Dict[str, int], args, filtered: bool = False, **extra) -> dict:

@@ -29,16 +29,12 @@ Dataflow:
 
 import argparse
 import logging
-import uuid
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_jobs import (contact_sheet, dead_letters, drawing_examples, example_bytes, inputs, options, outputs,
                        rasterize, splits, strokes)
@@ -48,7 +44,6 @@ from transforms.quickdraw import features
 _JOB = "quickdraw_to_tfrecord"
 SAMPLES_PER_CLASS = 6
 _LOGGED_REJECTIONS = 10
-_LINE_BITS = 40  # Line numbers below 2**40; file indexes above them in a sort key.
 
 
 class _FirstPerClass:
@@ -73,9 +68,9 @@ class _FirstPerClass:
 
 
 class DrawingsToPartsFn(beam.DoFn):
-    """ndjson file -> ((split, shard), part file) with the Examples encoded, labelled and keyed.
+    """ndjson file -> ((split, shard), run file) with the Examples encoded, labelled and keyed.
 
-    Encoded records are spilled to part files under the run's temp directory, and only their
+    Encoded records are spilled to sorted run files under the run's temp directory, and only their
     paths travel through the shuffle: a runner then moves file names, not images. Rejected
     lines go to DEAD_LETTER_TAG and counts to COUNTS_TAG per batch; the first samples and
     (with a cap) the first sort keys per class go to their tags once per bundle, so their
@@ -86,7 +81,6 @@ class DrawingsToPartsFn(beam.DoFn):
     COUNTS_TAG = "counts"
     SAMPLES_TAG = "samples"
     KEYS_TAG = "keys"
-    _SPILL_BYTES = 64 << 20
 
     def __init__(self, *, paths, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
@@ -106,8 +100,7 @@ class DrawingsToPartsFn(beam.DoFn):
         self._progress = Progress(_JOB, "lines")
 
     def start_bundle(self):
-        self._buffers: Dict[tuple, list] = {}
-        self._buffered = 0
+        self._runs = outputs.SpillBuffer(self._temp_dir)
         self._samples = _FirstPerClass(self._samples_per_class)
         self._keys = _FirstPerClass(self._keys_per_class or 1)
 
@@ -141,51 +134,38 @@ class DrawingsToPartsFn(beam.DoFn):
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if kept:
             self._encode(batch.path, kept, class_list)
-        if self._buffered > self._SPILL_BYTES:
-            yield from self._spill()
+        if self._runs.full:
+            yield from self._runs.spill()
 
     def finish_bundle(self):
-        def windowed(value):
-            return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-
-        for element in self._spill():
-            yield windowed(element)
+        for element in self._runs.spill():
+            yield outputs.in_global_window(element)
         for word, pair in self._samples.drain():
-            yield pvalue.TaggedOutput(self.SAMPLES_TAG, windowed((word, pair)))
+            yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window((word, pair)))
         if self._keys_per_class:
             for label, (key, _) in self._keys.drain():
-                yield pvalue.TaggedOutput(self.KEYS_TAG, windowed((label, key)))
+                yield pvalue.TaggedOutput(self.KEYS_TAG, outputs.in_global_window((label, key)))
 
     def _encode(self, path: str, kept, class_list: List[str]):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
         index = {word: i for i, word in enumerate(class_list)}
         labels = np.array([index[word] for word in batch.words], dtype=np.int64)
         encoded = example_bytes.encode_by_column(self._encoder, drawing_examples.to_record_batch(batch, labels, self._image_size))
-        # The order inside a shard, as one int: the key_id's hash, then the file and line.
-        place = self._path_index[path] << _LINE_BITS
-        keys = [(int(h) << 64) | place | int(n) for h, n in zip(batch.key_hashes, batch.lines)]
+        file_index = self._path_index[path]
+        keys = [outputs.record_order(int(h), file_index, int(n)) for h, n in zip(batch.key_hashes, batch.lines)]
         for i, example in enumerate(encoded):
-            self._buffers.setdefault((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), []).append(
-                (keys[i], int(labels[i]), example))
-            self._buffered += len(example)
+            self._runs.add((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), (keys[i], int(labels[i]), example))
         for word, label, key, image in zip(batch.words, labels.tolist(), keys, batch.images):
             self._samples.add(word, key, image)
             if self._keys_per_class:
                 self._keys.add(label, key, None)
 
-    def _spill(self):
-        for shard_key, rows in sorted(self._buffers.items()):
-            path = outputs.join(self._temp_dir, f"{shard_key[0]}-{shard_key[1]:05d}-{uuid.uuid4().hex}.part")
-            outputs.write_sorted_run(path, rows)
-            yield shard_key, path
-        self._buffers, self._buffered = {}, 0
-
 
 class WriteExampleShardFn(beam.DoFn):
-    """Writes one TFRecord shard by merging its sorted part files, capped per class.
+    """Writes one TFRecord shard by merging its sorted run files, capped per class.
 
     Side input `caps`: per class, the largest sort key `--max_per_category` keeps (empty
-    without a cap). Only part files whose paths came through the shuffle are read, so
+    without a cap). Only run files whose paths came through the shuffle are read, so
     leftovers of a retried bundle never reach the output.
     """
 

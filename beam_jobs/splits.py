@@ -6,6 +6,8 @@ The same key lands in the same split and shard on every run and every runner.
 import hashlib
 from typing import Sequence, Tuple
 
+import numpy as np
+
 SPLIT_NAMES = ("train", "eval", "test")
 _BUCKETS = 10_000
 
@@ -27,16 +29,21 @@ def key_hash(key: bytes, salt: bytes = b"") -> int:
     return int.from_bytes(hashlib.sha256(salt + key).digest()[:8], "big")
 
 
-def split_index(key: bytes, ratios: Sequence[float]) -> int:
-    """Index into SPLIT_NAMES for `key`, by cumulative ratio over 10,000 hash buckets."""
-    bucket = key_hash(key, b"split:") % _BUCKETS
-    boundary = 0.0
-    for index, ratio in enumerate(ratios):
-        boundary += ratio * _BUCKETS
-        if bucket < round(boundary):
-            return index
-    return max(i for i, r in enumerate(ratios) if r > 0)
+def key_hashes(keys: Sequence[bytes], salt: bytes = b"") -> np.ndarray:
+    """`key_hash` of every key, as uint64 (one pass, no Python int per key)."""
+    digests = b"".join([hashlib.sha256(salt + key).digest()[:8] for key in keys])
+    return np.frombuffer(digests, dtype=">u8").astype(np.uint64)
 
 
-def shard_index(key: bytes, num_shards: int) -> int:
-    return key_hash(key, b"shard:") % num_shards
+def split_indices(keys: Sequence[bytes], ratios: Sequence[float]) -> np.ndarray:
+    """Index into SPLIT_NAMES per key, by cumulative ratio over 10,000 hash buckets."""
+    buckets = key_hashes(keys, b"split:") % np.uint64(_BUCKETS)
+    bounds = np.round(np.cumsum(np.asarray(ratios, dtype=np.float64)) * _BUCKETS)
+    index = np.searchsorted(bounds, buckets, side="right")
+    # Rounding may leave the last buckets past every bound: they go to the last used split.
+    last = max(i for i, r in enumerate(ratios) if r > 0)
+    return np.minimum(index, last).astype(np.int8)
+
+
+def shard_indices(keys: Sequence[bytes], num_shards: int) -> np.ndarray:
+    return (key_hashes(keys, b"shard:") % np.uint64(num_shards)).astype(np.int32)

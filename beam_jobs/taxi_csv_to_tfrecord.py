@@ -116,44 +116,35 @@ class ReadCsvBatches(beam.PTransform):
 
 
 def _list_array(values: pa.Array) -> pa.Array:
-    """One value per row as a list<T> column (each list of length 1)."""
-    return pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1, dtype=np.int32)), values)
+    """One value per row as a list<T> column; a missing value is a null list."""
+    offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, values, mask=values.is_null())
 
 
-def encode_examples(encoder, values: Dict[str, pa.Array], types: Dict[str, str], n: int) -> List[bytes]:
-    """Serialized Examples, features in schema order, a missing value left out of its Example.
-
-    tfx_bsl's encoder writes a null cell as an empty feature, so rows are encoded in groups
-    that share the same present columns, each group with only those columns.
-    """
-    ordered = [name for name in types if name in values]
-    if not ordered:
+def encode_examples(encoder, values: Dict[str, pa.Array], types: Dict[str, str]) -> List[bytes]:
+    """Serialized Examples, features in schema order, a missing value left out of its Example."""
+    names = [name for name in types if name in values]
+    if not names:
         raise ValueError("no column to encode")
-    pattern_ids = np.zeros(n, dtype=object if len(ordered) > 62 else np.int64)
-    for bit, name in enumerate(ordered):
-        present = values[name].is_valid().to_numpy(zero_copy_only=False)
-        pattern_ids += present.astype(pattern_ids.dtype) << bit
-    out: List[Optional[bytes]] = [None] * n
-    for pattern in np.unique(pattern_ids):
-        rows = np.flatnonzero(pattern_ids == pattern)
-        names = [name for bit, name in enumerate(ordered) if (int(pattern) >> bit) & 1]
-        taken = pa.array(rows)
-        arrays = [_list_array(values[name].take(taken)) for name in names]
-        encoded = (example_bytes.encode_by_column(encoder, pa.RecordBatch.from_arrays(arrays, names)) if names
-                   else [b""] * len(rows))
-        for row, example in zip(rows.tolist(), encoded):
-            out[row] = example
-    return out
+    return example_bytes.encode_by_column(
+        encoder, pa.RecordBatch.from_arrays([_list_array(values[name]) for name in names], names))
 
 
 class CsvToExamplesFn(beam.DoFn):
-    """(names, CsvBatch) -> ((split, shard), [(sort_key, Example bytes)]); dead letters and counts tagged."""
+    """(names, CsvBatch) -> ((split, shard), sorted run file of Examples); dead letters and counts tagged.
+
+    Examples are spilled to run files in `temp_dir` (outputs.SpillBuffer), so only file
+    names go through the shuffle. The order inside a shard is the split key's hash, then
+    the file and line, as one int.
+    """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
 
-    def __init__(self, *, types: Dict[str, str], split_key: Optional[str], split_ratios, num_shards: int):
-        self._types, self._split_key = dict(types), split_key
+    def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str], split_key: Optional[str],
+                 split_ratios, num_shards: int):
+        self._path_index = {path: i for i, path in enumerate(sorted(paths))}
+        self._temp_dir, self._types, self._split_key = temp_dir, dict(types), split_key
         self._split_ratios, self._num_shards = split_ratios, num_shards
 
     def setup(self):
@@ -163,6 +154,13 @@ class CsvToExamplesFn(beam.DoFn):
         self._rejections = dead_letters.RejectionLog(_JOB)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
         self._progress = Progress(_JOB, "records")
+
+    def start_bundle(self):
+        self._runs = outputs.SpillBuffer(self._temp_dir)
+
+    def finish_bundle(self):
+        for element in self._runs.spill():
+            yield outputs.in_global_window(element)
 
     def process(self, element):
         names, batch = element
@@ -179,26 +177,25 @@ class CsvToExamplesFn(beam.DoFn):
         self._read.inc(len(batch.records))
         self._progress.add(len(batch.records))
         if columns.rows:
-            examples = encode_examples(self._encoder, columns.values, self._types, len(columns.rows))
-            by_shard: Dict[tuple, list] = {}
-            key_column = names.index(self._split_key) if self._split_key else None
-            for row, example in zip(columns.rows, examples):
-                fields = records[row].fields
-                key = (fields[key_column] if key_column is not None else "\x1f".join(fields)).encode(
-                    "utf-8", errors="surrogateescape")
-                split = splits.SPLIT_NAMES[splits.split_index(key, self._split_ratios)]
-                shard = splits.shard_index(key, self._num_shards)
-                # The hash as 8 big-endian bytes sorts like the number and encodes cheaply.
-                sort_key = (splits.key_hash(key).to_bytes(8, "big"), batch.path, records[row].line)
-                by_shard.setdefault((split, shard), []).append((sort_key, example))
-            for (split, shard), rows in by_shard.items():
-                counts["written." + split] = counts.get("written." + split, 0) + len(rows)
-                yield (split, shard), rows
+            examples = encode_examples(self._encoder, columns.values, self._types)
+            column = names.index(self._split_key) if self._split_key else None
+            keys = [(records[row].fields[column] if column is not None else "\x1f".join(records[row].fields)).encode(
+                "utf-8", errors="surrogateescape") for row in columns.rows]
+            split_of = splits.split_indices(keys, self._split_ratios).tolist()
+            shard_of = splits.shard_indices(keys, self._num_shards).tolist()
+            hashes = splits.key_hashes(keys).tolist()
+            file_index = self._path_index[batch.path]
+            for i, (row, example) in enumerate(zip(columns.rows, examples)):
+                split = splits.SPLIT_NAMES[split_of[i]]
+                counts["written." + split] = counts.get("written." + split, 0) + 1
+                self._runs.add((split, shard_of[i]), (outputs.record_order(hashes[i], file_index, records[row].line), example))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        if self._runs.full:
+            yield from self._runs.spill()
 
 
 class CsvResult(NamedTuple):
-    examples: beam.PCollection  # ((split, shard), [(sort_key, serialized Example)])
+    runs: beam.PCollection  # ((split, shard), sorted run file of serialized Examples)
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
 
@@ -206,22 +203,23 @@ class CsvResult(NamedTuple):
 class CsvToExamples(beam.PTransform):
     """(names, CsvBatch) elements -> Examples by shard, dead letters and counts.
 
-        result = pipeline | ReadCsvBatches(files) | CsvToExamples(types=column_types(schema))
-        result.examples | outputs.WriteSortedShards(...)
+        result = (pipeline | ReadCsvBatches(files)
+                  | CsvToExamples(paths=paths, temp_dir=tmp, types=column_types(schema)))
+        result.runs | outputs.WriteSpilledShards(...)
     """
 
-    def __init__(self, *, types: Dict[str, str], split_key: Optional[str] = None,
-                 split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
+    def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str],
+                 split_key: Optional[str] = None, split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
         super().__init__()
         if split_key is not None and split_key not in types:
             raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
-        self._fn = CsvToExamplesFn(types=types, split_key=split_key, split_ratios=split_ratios,
-                                   num_shards=num_shards)
+        self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, types=types, split_key=split_key,
+                                   split_ratios=split_ratios, num_shards=num_shards)
 
     def expand(self, batches):
         result = batches | "ParseAndEncode" >> beam.ParDo(self._fn).with_outputs(
-            CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="examples")
-        return CsvResult(result.examples, result.dead_letters, result.counts)
+            CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="runs")
+        return CsvResult(result.runs, result.dead_letters, result.counts)
 
 
 def parse_args(argv):
@@ -248,13 +246,13 @@ def run(argv=None) -> dict:
     files = resolve_columns(paths, types, column_names)
     if args.split_key and any(args.split_key not in f.names for f in files):
         raise options.UsageError(f"--split_key {args.split_key!r} is not a column of every input file")
-    to_examples = CsvToExamples(types=types, split_key=args.split_key, split_ratios=args.split_ratios,
-                                num_shards=args.num_shards)
     suffix = outputs.tfrecord_suffix(args.compression)
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
+        to_examples = CsvToExamples(paths=paths, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
+                                    split_ratios=args.split_ratios, num_shards=args.num_shards)
         example_files = {
             (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
             for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
@@ -267,7 +265,7 @@ def run(argv=None) -> dict:
                 | "ReadCsv" >> ReadCsvBatches(files, args.batch_size)
                 | "CsvToExamples" >> to_examples
             )
-            _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+            _ = result.runs | "WriteExamples" >> outputs.WriteSpilledShards(
                 staged.staging_dir, example_files,
                 lambda path, records: outputs.write_tfrecords(path, records, args.compression))
             _ = (

@@ -8,7 +8,7 @@ give the same output bytes whether analyze_and_transform or transform wrote them
 
 import importlib
 import logging
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -89,8 +89,10 @@ def read_raw_schema(transform_dir: str):
     return metadata_io.read_metadata(path).schema
 
 
-def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size: int = DEFAULT_BATCH_SIZE):
-    """Each split's raw Examples as RecordBatches, serialized records kept in RAW_RECORD_COLUMN.
+def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size: int = DEFAULT_BATCH_SIZE,
+                    stage: str = "Read", keep_records: bool = True):
+    """Each split's raw Examples as RecordBatches, serialized records kept in RAW_RECORD_COLUMN
+    (unless not `keep_records`: the analysis has no use for them).
 
     Returns ({split: PCollection of RecordBatch}, the TensorAdapterConfig TFT needs).
     """
@@ -103,26 +105,36 @@ def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size: i
         if not split_files:
             continue
         source = tfxio.TFExampleRecord(file_pattern=split_files, schema=schema,
-                                       raw_record_column_name=RAW_RECORD_COLUMN)
+                                       raw_record_column_name=RAW_RECORD_COLUMN if keep_records else None)
         tensor_adapter_config = tensor_adapter_config or source.TensorAdapterConfig()
-        raw[split] = pipeline | f"Read{split.capitalize()}" >> source.BeamSource(batch_size)
+        raw[split] = pipeline | f"{stage}{split.capitalize()}" >> source.BeamSource(batch_size)
     return raw, tensor_adapter_config
 
 
-@beam.typehints.with_output_types(Tuple[Tuple[str, int], List[Any]])
 class EncodeTransformedFn(beam.DoFn):
-    """Transformed (RecordBatch, _) -> ((split, shard), [(sort_key, Example bytes)])."""
+    """Transformed (RecordBatch, _) -> ((split, shard), sorted run file of Example bytes).
+
+    A row's shard and its place there come from the hash of its raw record; rows are spilled
+    to run files in `temp_dir` (outputs.SpillBuffer), so only file names are shuffled.
+    """
 
     COUNTS_TAG = "counts"
 
-    def __init__(self, job: str, split: str, num_shards: int):
-        self._job, self._split, self._num_shards = job, split, num_shards
+    def __init__(self, job: str, split: str, num_shards: int, temp_dir: str):
+        self._job, self._split, self._num_shards, self._temp_dir = job, split, num_shards, temp_dir
 
     def setup(self):
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
         self._progress = Progress(self._job, f"{self._split} examples")
+
+    def start_bundle(self):
+        self._runs = outputs.SpillBuffer(self._temp_dir)
+
+    def finish_bundle(self):
+        for element in self._runs.spill():
+            yield outputs.in_global_window(element)
 
     def process(self, element):
         # TFT appends the pass-through column to the transformed batch (its second element
@@ -134,23 +146,23 @@ class EncodeTransformedFn(beam.DoFn):
         record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
                                                   [record_batch.schema.names[i] for i in keep])
         encoded = example_bytes.encode_by_column(self._encoder, record_batch)
-        by_shard: Dict[int, list] = {}
         for raw, example in zip(raw_records, encoded):
-            key = splits.key_hash(raw)  # 8 big-endian bytes below: same order, cheap to encode
-            by_shard.setdefault(key % self._num_shards, []).append((key.to_bytes(8, "big"), example))
-        for shard, rows in by_shard.items():
-            yield (self._split, shard), rows
+            # Equal keys mean equal raw records, hence equal Examples: their order cannot show.
+            key = splits.key_hash(raw)
+            self._runs.add((self._split, key % self._num_shards), (key, example))
         self._progress.add(len(encoded))
         yield beam.pvalue.TaggedOutput(self.COUNTS_TAG, {"written." + self._split: len(encoded)})
+        if self._runs.full:
+            yield from self._runs.spill()
 
 
 class TransformedSplits(NamedTuple):
-    examples: beam.PCollection  # ((split, shard), [(sort_key, bytes)])
+    runs: beam.PCollection  # ((split, shard), sorted run file of Example bytes)
     counts: beam.PCollection  # {name: n}
 
 
 def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_config, transform_fn,
-                     num_shards: int) -> TransformedSplits:
+                     num_shards: int, temp_dir: str) -> TransformedSplits:
     """Applies transform_fn to every split's RecordBatches; raw counts and encoded examples out."""
     import tensorflow_transform.beam as tft_beam
 
@@ -161,8 +173,9 @@ def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_
         transformed, _ = (((record_batches, tensor_adapter_config), transform_fn)
                           | f"Transform{title}" >> tft_beam.TransformDataset(output_record_batches=True))
         result = transformed | f"Encode{title}" >> beam.ParDo(
-            EncodeTransformedFn(job, split, num_shards)).with_outputs(EncodeTransformedFn.COUNTS_TAG, main="examples")
-        encoded.append(result.examples)
+            EncodeTransformedFn(job, split, num_shards, temp_dir)).with_outputs(
+                EncodeTransformedFn.COUNTS_TAG, main="runs")
+        encoded.append(result.runs)
         counts.append(result[EncodeTransformedFn.COUNTS_TAG])
     pipeline = next(iter(raw.values())).pipeline
     return TransformedSplits(
@@ -180,7 +193,7 @@ def add_output_args(parser) -> None:
 
 def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str) -> None:
     """Transformed Examples as sorted shards per split, and the counts for run_summary.json."""
-    _ = result.examples | "WriteExamples" >> outputs.WriteSortedShards(
+    _ = result.runs | "WriteExamples" >> outputs.WriteSpilledShards(
         staging_dir, example_files(num_shards, compression),
         lambda path, records: outputs.write_tfrecords(path, records, compression))
     _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staging_dir)

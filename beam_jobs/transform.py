@@ -56,7 +56,8 @@ def run(argv=None) -> dict:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
                 transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir)
                 raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
-                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards)
+                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards,
+                                                      staged.temp_dir)
                 tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         summary = tft_pipeline.finish_summary(staged, args, {
             "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),

@@ -59,11 +59,16 @@ def test_split_ratios_and_the_documented_hash_rule():
     for bad in ("80,20", "a,b,c", "-1,1,1", "0,0,0"):
         with pytest.raises(ValueError):
             splits.parse_ratios(bad)
-    for i in range(2000):
-        key = f"key{i}".encode()
+    keys = [f"key{i}".encode() for i in range(2000)]
+    expected, expected_shards = [], []
+    for key in keys:
         bucket = int.from_bytes(hashlib.sha256(b"split:" + key).digest()[:8], "big") % 10_000
-        assert splits.split_index(key, (0.8, 0.1, 0.1)) == (0 if bucket < 8000 else 1 if bucket < 9000 else 2)
-        assert splits.split_index(key, (0.5, 0.5, 0.0)) != 2
+        expected.append(0 if bucket < 8000 else 1 if bucket < 9000 else 2)
+        expected_shards.append(int.from_bytes(hashlib.sha256(b"shard:" + key).digest()[:8], "big") % 7)
+    assert splits.split_indices(keys, (0.8, 0.1, 0.1)).tolist() == expected
+    assert splits.shard_indices(keys, 7).tolist() == expected_shards
+    assert set(splits.split_indices(keys, (0.5, 0.5, 0.0)).tolist()) == {0, 1}
+    assert set(splits.split_indices(keys, (0.0, 0.0, 1.0)).tolist()) == {2}
 
 
 def test_a_bare_file_name_is_written_in_the_working_directory(tmp_path, monkeypatch):
@@ -73,3 +78,30 @@ def test_a_bare_file_name_is_written_in_the_working_directory(tmp_path, monkeypa
     stats_io.write_atomically("schema.pbtxt", b"feature {}")
     assert (tmp_path / "schema.pbtxt").read_bytes() == b"feature {}"
     assert os.listdir(tmp_path) == ["schema.pbtxt"]
+
+
+def test_spilled_runs_merge_into_sorted_shards_and_empty_shards_exist(tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    runs_dir, out_dir = tmp_path / "runs", tmp_path / "out"
+    runs_dir.mkdir(), out_dir.mkdir()
+    rows = [(key * 7919 % 1000, f"r{key * 7919 % 1000}".encode()) for key in range(300)]
+    buffer = outputs.SpillBuffer(str(runs_dir), limit_bytes=200)
+    runs = []
+    for key, record in rows:
+        buffer.add(("a", key % 2), (key, record))
+        if buffer.full:
+            runs.extend(buffer.spill())
+    runs.extend(buffer.spill())
+    assert len(runs) > 4 and not list(buffer.spill())
+    names = {("a", 0): "a0.txt", ("a", 1): "a1.txt", ("b", 0): "b0.txt"}
+    with TestPipeline() as pipeline:
+        written = (pipeline | beam.Create(runs)
+                   | outputs.WriteSpilledShards(str(out_dir), names, outputs.write_lines))
+        assert_that(written, equal_to([(("a", 0), 150), (("a", 1), 150), (("b", 0), 0)]))
+    for parity, name in ((0, "a0.txt"), (1, "a1.txt")):
+        expected = [record for key, record in sorted(rows) if key % 2 == parity]
+        assert (out_dir / name).read_bytes().split(b"\n")[:-1] == expected
+    assert (out_dir / "b0.txt").read_bytes() == b""
