@@ -5,13 +5,12 @@ RecordBatch for tfx_bsl's Example encoder column-wise costs far fewer Python and
 than doing it drawing by drawing.
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
-from beam_jobs import inputs, rasterize, splits, strokes
+from beam_jobs import example_bytes, rasterize, splits, strokes
 from transforms.quickdraw import features
 
 
@@ -64,15 +63,15 @@ def _bytes_column(values: List[str]) -> pa.Array:
     return _list_column(pa.array([v.encode() for v in values], type=pa.binary()), np.ones(len(values), np.int32))
 
 
-def to_record_batch(batch: DrawingBatch, labels: np.ndarray, image_size: int) -> pa.RecordBatch:
-    """Columns for tfx_bsl's Example encoder: one list per feature and row."""
+def to_record_batch(batch: DrawingBatch, image_size: int) -> pa.RecordBatch:
+    """Columns for tfx_bsl's Example encoder: one list per feature and row, all but the label
+    (see `label_pieces`)."""
     n = len(batch.key_ids)
     pixels = batch.images.reshape(n, -1).astype(np.int64).reshape(-1)
     points = batch.ink_points
     ones = np.ones(n, np.int32)
     columns = {
         features.image_key(image_size): _list_column(pixels, np.full(n, image_size * image_size, np.int32)),
-        features.LABEL_KEY: _list_column(labels.astype(np.int64), ones),
         features.WORD_KEY: _bytes_column(batch.words),
         features.COUNTRYCODE_KEY: _bytes_column(batch.countrycodes),
         features.KEY_ID_KEY: _bytes_column(batch.key_ids),
@@ -95,21 +94,14 @@ class Filters(NamedTuple):
         return (recognized or not self.recognized_only) and (self.categories is None or word in self.categories)
 
 
-def words_in_file(path: str, filters: Filters) -> Set[str]:
-    """The class names a file contributes: the words of its records that pass the filters.
+def label_pieces(encoder, class_list: Sequence[str]) -> Dict[str, bytes]:
+    """Per word, a serialized Example holding only `label` (the word's index in class_list).
 
-    A cheap first pass (JSON only, no drawing checks), so labels can be assigned while the
-    drawings are encoded. A word counts even if all its drawings are later rejected: the
-    label of a class does not depend on which records were valid.
+    Appended to the bytes of an Example without a label, it adds the label: protobuf parses
+    concatenated messages as one merged message. So drawings are encoded before the class
+    list is known, and labelled when their shards are written.
     """
-    words = set()
-    for batch in inputs.iter_line_batches(path):
-        for line in batch.lines:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("word"), str) and record["word"]:
-                if filters.keep(record["word"], record.get("recognized") is True):
-                    words.add(record["word"])
-    return words
+    labels = pa.array(np.arange(len(class_list), dtype=np.int64))
+    column = _list_column(labels, np.ones(len(class_list), np.int32))
+    pieces = example_bytes.encode_by_column(encoder, pa.RecordBatch.from_arrays([column], [features.LABEL_KEY]))
+    return dict(zip(class_list, pieces))

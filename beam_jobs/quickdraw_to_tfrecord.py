@@ -29,10 +29,9 @@ Dataflow:
 
 import argparse
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
-import numpy as np
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
@@ -68,19 +67,21 @@ class _FirstPerClass:
 
 
 class DrawingsToPartsFn(beam.DoFn):
-    """ndjson file -> ((split, shard), run file) with the Examples encoded, labelled and keyed.
+    """ndjson file -> ((split, shard), run file) of (sort key, word, Example without its label).
 
     Encoded records are spilled to sorted run files under the run's temp directory, and only their
-    paths travel through the shuffle: a runner then moves file names, not images. Rejected
-    lines go to DEAD_LETTER_TAG and counts to COUNTS_TAG per batch; the first samples and
-    (with a cap) the first sort keys per class go to their tags once per bundle, so their
-    volume does not grow with the input.
+    paths travel through the shuffle: a runner then moves file names, not images. The label,
+    an index into the sorted list of every word written, is only known when all files are
+    read: WriteExampleShardFn appends it. Rejected lines go to DEAD_LETTER_TAG and counts to
+    COUNTS_TAG per batch; the words, the first samples and (with a cap) the first sort keys
+    per class go to their tags once per bundle, so their volume does not grow with the input.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
     SAMPLES_TAG = "samples"
     KEYS_TAG = "keys"
+    WORDS_TAG = "words"
 
     def __init__(self, *, paths, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
@@ -103,14 +104,13 @@ class DrawingsToPartsFn(beam.DoFn):
         self._runs = outputs.SpillBuffer(self._temp_dir)
         self._samples = _FirstPerClass(self._samples_per_class)
         self._keys = _FirstPerClass(self._keys_per_class or 1)
+        self._words: Set[str] = set()
 
-    def process(self, path: str, class_list: List[str]):
-        # Lines are read here rather than in an upstream step: the side input makes the runner
-        # materialize this step's input, and file names are cheaper to hold than their lines.
+    def process(self, path: str):
         for batch in inputs.iter_line_batches(path):
-            yield from self._process_batch(batch, class_list)
+            yield from self._process_batch(batch)
 
-    def _process_batch(self, batch: inputs.LineBatch, class_list: List[str]):
+    def _process_batch(self, batch: inputs.LineBatch):
         counts: Dict[str, int] = {"read": len(batch.lines)}
         kept: List[Tuple[int, strokes.Drawing]] = []
         for offset, line in enumerate(batch.lines):
@@ -133,40 +133,42 @@ class DrawingsToPartsFn(beam.DoFn):
         self._progress.add(len(batch.lines))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if kept:
-            self._encode(batch.path, kept, class_list)
+            self._encode(batch.path, kept)
         if self._runs.full:
             yield from self._runs.spill()
 
     def finish_bundle(self):
         for element in self._runs.spill():
             yield outputs.in_global_window(element)
+        yield pvalue.TaggedOutput(self.WORDS_TAG, outputs.in_global_window(self._words))
         for word, pair in self._samples.drain():
             yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window((word, pair)))
         if self._keys_per_class:
-            for label, (key, _) in self._keys.drain():
-                yield pvalue.TaggedOutput(self.KEYS_TAG, outputs.in_global_window((label, key)))
+            for word, (key, _) in self._keys.drain():
+                yield pvalue.TaggedOutput(self.KEYS_TAG, outputs.in_global_window((word, key)))
 
-    def _encode(self, path: str, kept, class_list: List[str]):
+    def _encode(self, path: str, kept):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
-        index = {word: i for i, word in enumerate(class_list)}
-        labels = np.array([index[word] for word in batch.words], dtype=np.int64)
-        encoded = example_bytes.encode_by_column(self._encoder, drawing_examples.to_record_batch(batch, labels, self._image_size))
+        encoded = example_bytes.encode_by_column(self._encoder, drawing_examples.to_record_batch(batch, self._image_size))
         file_index = self._path_index[path]
         keys = [outputs.record_order(int(h), file_index, int(n)) for h, n in zip(batch.key_hashes, batch.lines)]
-        for i, example in enumerate(encoded):
-            self._runs.add((splits.SPLIT_NAMES[batch.split[i]], int(batch.shard[i])), (keys[i], int(labels[i]), example))
-        for word, label, key, image in zip(batch.words, labels.tolist(), keys, batch.images):
+        split_names = [splits.SPLIT_NAMES[i] for i in batch.split.tolist()]
+        for split, shard, key, word, example in zip(split_names, batch.shard.tolist(), keys, batch.words, encoded):
+            self._runs.add((split, shard), (key, word, example))
+        self._words.update(batch.words)
+        for word, key, image in zip(batch.words, keys, batch.images):
             self._samples.add(word, key, image)
             if self._keys_per_class:
-                self._keys.add(label, key, None)
+                self._keys.add(word, key, None)
 
 
 class WriteExampleShardFn(beam.DoFn):
-    """Writes one TFRecord shard by merging its sorted run files, capped per class.
+    """Writes one TFRecord shard by merging its sorted run files, labelled and capped per class.
 
-    Side input `caps`: per class, the largest sort key `--max_per_category` keeps (empty
-    without a cap). Only run files whose paths came through the shuffle are read, so
-    leftovers of a retried bundle never reach the output.
+    Side inputs: `class_list`, the sorted words (label = index), and `caps`, per word the
+    largest sort key `--max_per_category` keeps (empty without a cap). Only run files whose
+    paths came through the shuffle are read, so leftovers of a retried bundle never reach
+    the output.
     """
 
     COUNTS_TAG = "counts"
@@ -174,17 +176,23 @@ class WriteExampleShardFn(beam.DoFn):
     def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str):
         self._directory, self._file_names, self._compression = directory, file_names, compression
 
-    def process(self, shard_parts, caps: Dict[str, tuple]):
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+
+    def process(self, shard_parts, class_list: List[str], caps: Dict[str, int]):
         shard_key, paths = shard_parts
         counts = {"filtered": 0, "written." + shard_key[0]: 0}
+        labels = drawing_examples.label_pieces(self._encoder, class_list)
 
         def kept():
-            for key, label, example in outputs.merge_sorted_runs(paths):
-                if label in caps and key > caps[label]:
+            for key, word, example in outputs.merge_sorted_runs(paths):
+                if word in caps and key > caps[word]:
                     counts["filtered"] += 1
                 else:
                     counts["written." + shard_key[0]] += 1
-                    yield example
+                    yield example + labels[word]
 
         outputs.write_tfrecords(outputs.join(self._directory, self._file_names[shard_key]), kept(),
                                 self._compression)
@@ -241,22 +249,22 @@ class DrawingsToExamples(beam.PTransform):
         self._write = WriteExampleShardFn(directory, self._file_names, compression)
 
     def expand(self, pbegin):
-        files = pbegin | "ListFiles" >> beam.Create(self._paths)
+        parts = (
+            pbegin
+            | "ListFiles" >> beam.Create(self._paths)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "EncodeDrawings" >> beam.ParDo(self._to_parts).with_outputs(
+                DrawingsToPartsFn.DEAD_LETTER_TAG, DrawingsToPartsFn.COUNTS_TAG, DrawingsToPartsFn.SAMPLES_TAG,
+                DrawingsToPartsFn.KEYS_TAG, DrawingsToPartsFn.WORDS_TAG, main="parts")
+        )
         if self._categories is not None:
             class_list = pbegin | "GivenClasses" >> beam.Create([self._categories])
         else:
             class_list = (
-                files
-                | "WordsPerFile" >> beam.Map(drawing_examples.words_in_file, self._filters)
+                parts.words
                 | "AllWords" >> beam.CombineGlobally(lambda sets: set().union(*sets))
                 | "SortWords" >> beam.Map(sorted)
             )
-        parts = (
-            files
-            | "EncodeDrawings" >> beam.ParDo(self._to_parts, class_list=pvalue.AsSingleton(class_list)).with_outputs(
-                DrawingsToPartsFn.DEAD_LETTER_TAG, DrawingsToPartsFn.COUNTS_TAG, DrawingsToPartsFn.SAMPLES_TAG,
-                DrawingsToPartsFn.KEYS_TAG, main="parts")
-        )
         if self._max_per_category is not None:
             caps = (
                 parts.keys
@@ -268,7 +276,8 @@ class DrawingsToExamples(beam.PTransform):
         written = (
             parts.parts
             | "GroupByShard" >> outputs.GroupByShard(self._file_names)
-            | "WriteExamples" >> beam.ParDo(self._write, caps=pvalue.AsDict(caps)).with_outputs(
+            | "WriteExamples" >> beam.ParDo(self._write, class_list=pvalue.AsSingleton(class_list),
+                                            caps=pvalue.AsDict(caps)).with_outputs(
                 WriteExampleShardFn.COUNTS_TAG, main="files")
         )
         samples = parts.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(

@@ -7,12 +7,14 @@ On the real simplified sample (../shared/data/quickdraw) replicated to N drawing
                    call per stroke on rounded float coordinates), same size and line width,
                    drawings/s ratio; quality of both against an 8x supersampled rendering.
   job_vs_fast_loop the job on the DirectRunner, one worker, vs a plain single-process loop doing
-                   the same work (orjson parse and checks, OpenCV raster, tfx_bsl batch Example
-                   encoding, tf.io.TFRecordWriter), drawings/s ratio.
+                   the same work and writing the same files (orjson parse and checks, OpenCV
+                   raster, tfx_bsl batch Example encoding, labels, splits sorted in memory,
+                   tf.io.TFRecordWriter), drawings/s ratio; the bytes are compared.
   workers2_vs_1    the job with two worker processes vs one, drawings/s ratio.
 
-Each of the three timed runs is its own fresh process, with its imports done before its
-clock starts. The last line printed is one JSON object with the three ratios and the figures.
+For reference it also times a loop that skips labels, splits and sorting (one file in input
+order). Each timed run is its own fresh process, with its imports done before its clock
+starts. The last line printed is one JSON object with the three ratios and the figures.
 """
 
 import argparse
@@ -31,7 +33,7 @@ import orjson
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
-from beam_jobs import drawing_examples, example_bytes, quickdraw_to_tfrecord, rasterize, strokes
+from beam_jobs import drawing_examples, example_bytes, outputs, quickdraw_to_tfrecord, rasterize, splits, strokes
 
 _SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quickdraw", "simplified")
 
@@ -97,17 +99,44 @@ def bench_raster(paths, size: int, line_width: int, limit: int = 50_000):
 
 
 def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512) -> None:
-    """Single process, no Beam: the same parsing, raster and Example encoding, written in order
-    with TensorFlow's own TFRecordWriter (imported before the clock starts)."""
+    """Single process, no Beam, the job's output files: every drawing parsed and kept in
+    memory, labelled from the sorted words, rasterized and encoded in batches, each split
+    sorted in the job's order and written with TensorFlow's own TFRecordWriter."""
+    encoder = example_coder.RecordBatchToExamplesEncoder()
+    drawings = []
+    for file_index, path in enumerate(paths):
+        with open(path, "rb") as handle:
+            for line_number, line in enumerate(handle, 1):
+                try:
+                    drawings.append((file_index, line_number, strokes.parse_drawing(line)))
+                except strokes.Rejected:
+                    pass
+    labels = drawing_examples.label_pieces(encoder, sorted({d.word for _, _, d in drawings}))
+    rows = {split: [] for split in splits.SPLIT_NAMES}
+    for start in range(0, len(drawings), batch):
+        chunk = drawings[start:start + batch]
+        columns = drawing_examples.make_batch([(n, d) for _, n, d in chunk], size, line_width, (0.8, 0.1, 0.1), 1)
+        encoded = example_bytes.encode_by_column(encoder, drawing_examples.to_record_batch(columns, size))
+        for (file_index, n, d), h, split, example in zip(chunk, columns.key_hashes.tolist(),
+                                                         columns.split.tolist(), encoded):
+            rows[splits.SPLIT_NAMES[split]].append((outputs.record_order(h, file_index, n), example + labels[d.word]))
+    for split, split_rows in rows.items():
+        split_rows.sort(key=lambda row: row[0])
+        with tf.io.TFRecordWriter(os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord")) as writer:
+            for _, record in split_rows:
+                writer.write(record)
+
+
+def plain_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512) -> None:
+    """What a quick script would do, for reference: one file in input order, no splits, no
+    labels, no sorting."""
     encoder = example_coder.RecordBatchToExamplesEncoder()
     with tf.io.TFRecordWriter(os.path.join(out_dir, "all.tfrecord")) as writer:
         pending = []
 
         def flush():
-            batch = drawing_examples.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
-            labels = np.zeros(len(pending), np.int64)
-            record_batch = drawing_examples.to_record_batch(batch, labels, size)
-            for record in example_bytes.encode_by_column(encoder, record_batch):
+            columns = drawing_examples.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
+            for record in example_bytes.encode_by_column(encoder, drawing_examples.to_record_batch(columns, size)):
                 writer.write(record)
             pending.clear()
 
@@ -121,7 +150,7 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
             flush()
 
 
-_VARIANTS = ("loop", "job1", "job2")
+_VARIANTS = ("plain", "loop", "job1", "job2")
 
 
 def child(variant: str, data: str, out: str, image_size: int, line_width: int) -> None:
@@ -132,12 +161,21 @@ def child(variant: str, data: str, out: str, image_size: int, line_width: int) -
              f"--line_width={line_width}"]
     workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"] if variant == "job2" else []
     start = time.perf_counter()
-    if variant == "loop":
+    if variant in ("plain", "loop"):
         os.makedirs(out)
-        fast_loop(paths, out, image_size, line_width)
+        (plain_loop if variant == "plain" else fast_loop)(paths, out, image_size, line_width)
     else:
         quickdraw_to_tfrecord.run(flags + workers)
     print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def _same_files(loop_dir: str, job_dir: str) -> bool:
+    for split in splits.SPLIT_NAMES:
+        name = f"{split}-00000-of-00001.tfrecord"
+        with open(os.path.join(loop_dir, name), "rb") as a, open(os.path.join(job_dir, name), "rb") as b:
+            if a.read() != b.read():
+                return False
+    return True
 
 
 def timed_child(variant: str, data: str, out: str, args) -> float:
@@ -169,9 +207,13 @@ def main(argv=None) -> dict:
         print(f"rasterize: ours {ours:,.0f}/s, OpenCV baseline {cv2_rate:,.0f}/s; mean |error| against an "
               f"8x supersampled reference: ours {error['ours']:.2f}/255, baseline {error['cv2']:.2f}/255")
         seconds = {}
-        for variant, label in (("loop", "fast loop"), ("job1", "job, 1 worker"), ("job2", "job, 2 workers")):
+        for variant, label in (("plain", "plain loop (one unsorted file, no labels)"),
+                               ("loop", "fast loop (the job's files)"), ("job1", "job, 1 worker"),
+                               ("job2", "job, 2 workers")):
             seconds[variant] = timed_child(variant, data, os.path.join(work, variant), args)
             print(f"{label}: {seconds[variant]:.1f} s, {n / seconds[variant]:,.0f} drawings/s")
+        same = all(_same_files(os.path.join(work, "loop"), os.path.join(work, job)) for job in ("job1", "job2"))
+        print("the loop and the job (1 and 2 workers) wrote the same train/eval/test bytes:", "yes" if same else "NO")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
@@ -181,6 +223,8 @@ def main(argv=None) -> dict:
         "drawings": n,
         "raster_error_ours": round(error["ours"], 3),
         "raster_error_cv2": round(error["cv2"], 3),
+        "same_bytes_as_loop": same,
+        "plain_loop_per_s": round(n / seconds["plain"]),
         "fast_loop_per_s": round(n / seconds["loop"]),
         "job_1_worker_per_s": round(n / seconds["job1"]),
         "job_2_workers_per_s": round(n / seconds["job2"]),

@@ -136,7 +136,10 @@ def test_raw_and_simplified_versions_of_a_drawing_rasterize_alike(simplified_run
 
 def test_bad_lines_go_to_dead_letters_with_file_line_and_reason(tmp_path, shared_data):
     good = open(glob.glob(str(QUICKDRAW / "simplified" / "cat.ndjson"))[0], "rb").read().splitlines()[:5]
-    lines = good[:2] + [b"", b"   "] + [bad for bad, _ in BAD_LINES] + good[2:]
+    # A word whose only drawing is rejected gets no label: labels.txt lists the words written.
+    bad_lines = BAD_LINES + [(json.dumps({"word": "ghost", "countrycode": "US", "timestamp": "t", "recognized": True,
+                                          "key_id": "9", "drawing": []}).encode(), "no_strokes")]
+    lines = good[:2] + [b"", b"   "] + [bad for bad, _ in bad_lines] + good[2:]
     data = tmp_path / "in put"
     data.mkdir()
     with gzip.open(data / "mixed cats.ndjson.gz", "wb") as handle:
@@ -144,7 +147,7 @@ def test_bad_lines_go_to_dead_letters_with_file_line_and_reason(tmp_path, shared
     out = str(tmp_path / "out")
     summary = quickdraw_to_tfrecord.run([f"--input={data}/*.gz", f"--output_dir={out}"])
     expected_reasons = {}
-    for _, reason in BAD_LINES:
+    for _, reason in bad_lines:
         expected_reasons[reason] = expected_reasons.get(reason, 0) + 1
     assert summary["read"] == len(lines)
     assert summary["blank"] == 2
@@ -152,10 +155,12 @@ def test_bad_lines_go_to_dead_letters_with_file_line_and_reason(tmp_path, shared
     assert sum(summary["written"].values()) == 5
     letters = [json.loads(line) for line in open(glob.glob(f"{out}/dead_letter/*.jsonl")[0], encoding="utf-8")]
     assert [(l["line"], l["reason"]) for l in letters] == [
-        (5 + i, reason) for i, (_, reason) in enumerate(BAD_LINES)]
+        (5 + i, reason) for i, (_, reason) in enumerate(bad_lines)]
     assert {l["file"] for l in letters} == {str(data / "mixed cats.ndjson.gz")}
-    assert [l["record"].encode() for l in letters] == [bad for bad, _ in BAD_LINES]
+    assert [l["record"].encode() for l in letters] == [bad for bad, _ in bad_lines]
     assert all(l["detail"] for l in letters)
+    assert open(os.path.join(out, "labels.txt")).read() == "cat\n" and summary["classes"] == 1
+    assert {int(e["label"]) for s in SPLITS for e in read_examples(out, s)} == {0}
 
 
 def test_filters_choose_deterministically(tmp_path, shared_data):
