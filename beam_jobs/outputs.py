@@ -54,13 +54,23 @@ def write_tfrecords(path: str, records: Iterable[bytes], compression: str) -> No
 
     The framing is written here rather than by tf.io.TFRecordWriter so that worker processes
     never import TensorFlow (seconds of start-up each); tf.data reads the files and checks
-    every CRC in the tests.
+    every CRC in the tests. Length headers are cached (records repeat lengths) and written
+    in chunks of records.
     """
     compression_type = CompressionTypes.GZIP if compression == "gzip" else CompressionTypes.UNCOMPRESSED
+    headers: Dict[int, bytes] = {}
     with FileSystems.create(path, compression_type=compression_type) as handle:
+        chunk: List[bytes] = []
         for record in records:
-            length = struct.pack("<Q", len(record))
-            handle.write(length + _masked_crc32c(length) + record + _masked_crc32c(record))
+            header = headers.get(len(record))
+            if header is None:
+                length = struct.pack("<Q", len(record))
+                header = headers[len(record)] = length + _masked_crc32c(length)
+            chunk += (header, record, _masked_crc32c(record))
+            if len(chunk) >= 3 * 1024:
+                handle.write(b"".join(chunk))
+                chunk.clear()
+        handle.write(b"".join(chunk))
 
 
 def write_lines(path: str, records: Iterable[bytes]) -> None:
