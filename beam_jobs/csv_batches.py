@@ -251,24 +251,31 @@ class ParseCsvLinesFn(beam.DoFn):
 
 
 class ParseToRecordBatchFn(ParseCsvLinesFn):
-    """The second pass: LineBatch -> typed RecordBatch, once the column kinds are known.
+    """The second pass: LineRange -> typed RecordBatches, once the column kinds are known.
 
     It parses exactly as the first pass did, which already reported dead letters and counts.
+    It reads its range itself: a step with a side input has its input held by the runner
+    until the side input is ready, and ranges are small where their lines are not.
     """
+
+    def __init__(self, column_names: Sequence[str], job: str, batch_size: int):
+        super().__init__(column_names, job)
+        self._batch_size = batch_size
 
     def setup(self):
         pass
 
-    def process(self, batch: inputs.LineBatch, kinds: Dict[str, Optional[int]]):
-        parse = self._parse(batch, {})
-        while True:  # Dead letters were the first pass's to report: drop them here.
-            try:
-                next(parse)
-            except StopIteration as done:
-                columns, numbers = done.value
-                break
-        if numbers:
-            yield _to_record_batch(columns, kinds)
+    def process(self, line_range: line_ranges.LineRange, kinds: Dict[str, Optional[int]]):
+        for batch in line_ranges.iter_line_batches(line_range, self._batch_size):
+            parse = self._parse(batch, {})
+            while True:  # Dead letters were the first pass's to report: drop them here.
+                try:
+                    next(parse)
+                except StopIteration as done:
+                    columns, numbers = done.value
+                    break
+            if numbers:
+                yield _to_record_batch(columns, kinds)
 
     def _reject(self, reason: str) -> None:
         pass
@@ -341,12 +348,8 @@ class CsvToRecordBatches(beam.PTransform):
         )
         kinds = parsed.kinds | "WidestKinds" >> beam.CombineGlobally(widest)
         types = kinds | "ColumnKinds" >> beam.Map(column_kinds, self._names, self._schema_kinds)
-        record_batches = (
-            ranges
-            | "ReadLinesAgain" >> beam.FlatMap(line_ranges.iter_line_batches, batch_size=self._batch_size)
-            | "ParseAndType" >> beam.ParDo(ParseToRecordBatchFn(self._names, self._job),
-                                           kinds=pvalue.AsSingleton(types))
-        )
+        record_batches = ranges | "ReadAndType" >> beam.ParDo(
+            ParseToRecordBatchFn(self._names, self._job, self._batch_size), kinds=pvalue.AsSingleton(types))
         return CsvResult(record_batches, parsed.dead_letters, parsed.counts, kinds)
 
 

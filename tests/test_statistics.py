@@ -181,27 +181,29 @@ def test_examples_dir_gives_statistics_per_split(quickdraw_examples, tmp_path):
     assert pixels.common_stats.min_num_values == pixels.common_stats.max_num_values == 64 * 64
 
 
-def _parsed(lines, first_line=2):
+def _parsed(tmp_path, lines):
     """(cells by column, as the typing pass gives them; dead letters of the first pass)."""
     kinds = {name: csv_batches.BYTES for name in "abc"}
-    batch = inputs.LineBatch("f.csv", first_line, lines)
-    typing = csv_batches.ParseToRecordBatchFn(list("abc"), "test")
-    record_batches = list(typing.process(batch, kinds))
+    path = tmp_path / "f.csv"
+    path.write_bytes(b"\n".join([b"a,b,c"] + lines) + b"\n")
+    typing = csv_batches.ParseToRecordBatchFn(list("abc"), "test", batch_size=100)
+    record_batches = list(typing.process(line_ranges.LineRange(str(path), 0, None, 1), kinds))
     first_pass = csv_batches.ParseCsvLinesFn(list("abc"), "test")
     first_pass.setup()
+    batch = inputs.LineBatch(str(path), 1, [b"a,b,c"] + lines)
     letters = [o.value for o in first_pass.process(batch) if getattr(o, "tag", None) == "dead_letters"]
     columns = {name: [None if cell is None else cell[0].decode() for cell in record_batches[0].column(i).to_pylist()]
                for i, name in enumerate("abc")}
     return columns, letters
 
 
-def test_arrow_fast_path_and_line_by_line_path_agree():
+def test_arrow_fast_path_and_line_by_line_path_agree(tmp_path):
     good = [b'1,"Checker Taxi, Inc.",x', b'2,"",', b'3,"say ""hi""",z', b"4,caf\xc3\xa9,"]
-    fast, none = _parsed(good)
+    fast, none = _parsed(tmp_path, good)
     assert none == [] and fast == {"a": ["1", "2", "3", "4"], "b": ["Checker Taxi, Inc.", None, 'say "hi"', "café"],
                                    "c": ["x", None, "z", None]}
     # One bad line sends the batch down the careful path: same rows, and the bad one dead-lettered.
-    slow, letters = _parsed(good[:2] + [b"5,only two"] + good[2:])
+    slow, letters = _parsed(tmp_path, good[:2] + [b"5,only two"] + good[2:])
     assert slow == fast
     assert [(l["line"], l["reason"]) for l in letters] == [(4, "wrong_field_count")]
 
