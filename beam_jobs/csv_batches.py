@@ -27,11 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from apache_beam import pvalue
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from beam_jobs import dead_letters, inputs, line_ranges
+from beam_jobs import csv_rows, dead_letters, inputs, line_ranges
 from beam_jobs.options import UsageError
 from beam_jobs.progress import Progress
 
@@ -57,26 +55,11 @@ class KindEvidence(NamedTuple):
     value: str
 
 
-def read_header(path: str) -> List[str]:
-    """The column names from a CSV file's first line."""
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        first = handle.readline()
-    try:
-        names = next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]), [])
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UsageError(f"{path}:1: cannot read the CSV header: {error}") from None
-    if not names or any(not name.strip() for name in names):
-        raise UsageError(f"{path}:1: the CSV header must name every column, got {names!r}")
-    if len(set(names)) != len(names):
-        raise UsageError(f"{path}:1: the CSV header repeats a column name: {names!r}")
-    return names
-
-
 def common_header(paths: Sequence[str]) -> List[str]:
     """The header all files share; a file with another header is a usage error naming it."""
-    names = read_header(paths[0])
+    names = csv_rows.read_header(paths[0])
     for path in paths[1:]:
-        other = read_header(path)
+        other = csv_rows.read_header(path)
         if other != names:
             raise UsageError(f"{path}:1: CSV header {other} differs from {paths[0]}'s {names}")
     return names

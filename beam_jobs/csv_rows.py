@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs.options import UsageError
+
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
 DEFAULT_BATCH_SIZE = 4096
 _EXACT_FLOAT_INT = 2**53  # Beyond this a float64 no longer holds every integer.
@@ -61,12 +63,22 @@ def open_text(path: str):
 
 
 def read_header(path: str) -> List[str]:
-    """The first record of the file, as column names."""
-    with open_text(path) as text:
-        for fields in csv.reader(text):
-            if fields:
-                return [name.strip() for name in fields]
-    return []
+    """The column names on the file's first line (names stripped); a usage error naming the
+    file when it is empty or the line is not a header: a blank or repeated name, bad UTF-8."""
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise UsageError(f"{path}:1: no header line (the file is empty or starts with a blank line); "
+                         "for files without a header, taxi_csv_to_tfrecord takes --column_names")
+    try:
+        names = [name.strip() for name in next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]))]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UsageError(f"{path}:1: cannot read the CSV header: {error}") from None
+    if any(not name for name in names):
+        raise UsageError(f"{path}:1: the CSV header must name every column, got {names!r}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"{path}:1: the CSV header repeats a column name: {names!r}")
+    return names
 
 
 def iter_records(path: str, skip_header: bool) -> Iterator[CsvRecord]:

@@ -79,8 +79,6 @@ def resolve_columns(paths: Sequence[str], types: Dict[str, str],
     for path in paths:
         names = column_names or csv_rows.read_header(path)
         where = "--column_names" if column_names else f"{path}:1 (header)"
-        if not names:
-            raise options.UsageError(f"{path} is empty: no header line; pass --column_names for headerless files")
         unknown = [name for name in names if name not in types]
         if unknown:
             raise options.UsageError(

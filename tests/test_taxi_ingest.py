@@ -184,6 +184,29 @@ def test_unknown_header_column_is_a_usage_error(tmp_path):
         taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(tmp_path / "out")])
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"", r"empty\.csv:1: no header line"),
+    (b"\nfare,tips\n1,2\n", r"empty\.csv:1: no header line"),
+    (b"fare,,tips\n1,2,3\n", r"empty\.csv:1: the CSV header must name every column"),
+    (b"fare,tips,fare\n1,2,3\n", r"empty\.csv:1: the CSV header repeats a column name"),
+    (b"fare,\xff\n1,2\n", r"empty\.csv:1: cannot read the CSV header"),
+])
+def test_a_file_without_a_usable_header_is_a_usage_error_naming_it(tmp_path, content, message):
+    source = tmp_path / "empty.csv"
+    source.write_bytes(content)
+    with pytest.raises(taxi_csv_to_tfrecord.options.UsageError, match=message):
+        taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_header_bom_crlf_and_spaces_around_names_are_tolerated(tmp_path):
+    from beam_jobs import csv_rows
+
+    source = tmp_path / "bom.csv"
+    source.write_bytes(b"\xef\xbb\xbffare, tips ,company\r\n1,2,x\r\n")
+    assert csv_rows.read_header(str(source)) == ["fare", "tips", "company"]
+
+
 @pytest.mark.parametrize("text, value", [("8", 8), ("8.0", 8), ("17031081000.0", 17031081000), ("-3", -3),
                                          ("1e3", 1000)])
 def test_parse_int_accepts_lossless_integers(text, value):
