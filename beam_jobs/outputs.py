@@ -10,8 +10,10 @@ import collections
 import heapq
 import json
 import logging
+import os
 import pickle
 import posixpath
+import socket
 import struct
 import time
 import uuid
@@ -29,6 +31,7 @@ from beam_jobs.splits import SPLIT_NAMES
 
 RUN_SUMMARY = "run_summary.json"
 COUNTS_FILE = "_counts.json"
+_STARTED = "_started.json"  # in the staging directory: who is writing there, since when
 
 
 def join(*parts: str) -> str:
@@ -314,9 +317,24 @@ class StagedOutput:
         self.started = time.time()
 
     def __enter__(self):
+        self._warn_about_leftovers()
         FileSystems.mkdirs(self.staging_dir)
         FileSystems.mkdirs(self.temp_dir)
+        with FileSystems.create(join(self.staging_dir, _STARTED)) as handle:
+            handle.write(json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started)),
+                                     "host": socket.gethostname(), "pid": os.getpid()}).encode())
         return self
+
+    def _warn_about_leftovers(self) -> None:
+        """A run killed outright (SIGKILL, a lost machine) cannot clean up: say so, delete nothing
+        (another run may be writing there)."""
+        pattern = join(self.output_dir, ".incomplete-*", _STARTED)
+        for metadata in FileSystems.match([pattern])[0].metadata_list:
+            with FileSystems.open(metadata.path) as handle:
+                started = handle.read().decode(errors="replace")
+            logging.warning("%s is the staging directory of a run that did not finish (%s); it is not part "
+                            "of any output and can be deleted once that run is known to be dead",
+                            posixpath.dirname(metadata.path), started)
 
     def __exit__(self, exc_type, exc, tb):
         if _exists(self.staging_dir):
@@ -339,8 +357,9 @@ class StagedOutput:
 
     def publish(self, summary: dict) -> str:
         """Replaces the previous run's files with the staged ones; run_summary.json comes last."""
-        if _exists(self.temp_dir):
-            FileSystems.delete([self.temp_dir])
+        scratch = [path for path in (self.temp_dir, join(self.staging_dir, _STARTED)) if _exists(path)]
+        if scratch:
+            FileSystems.delete(scratch)
         summary_path = join(self.output_dir, RUN_SUMMARY)
         if _exists(summary_path):
             FileSystems.delete([summary_path])

@@ -105,3 +105,14 @@ def test_spilled_runs_merge_into_sorted_shards_and_empty_shards_exist(tmp_path):
         expected = [record for key, record in sorted(rows) if key % 2 == parity]
         assert (out_dir / name).read_bytes().split(b"\n")[:-1] == expected
     assert (out_dir / "b0.txt").read_bytes() == b""
+
+
+def test_a_killed_runs_staging_is_reported_not_deleted(tmp_path, caplog):
+    out = tmp_path / "out"
+    killed = outputs.StagedOutput(str(out), ["*.tfrecord"])
+    killed.__enter__()  # and never left: as if the process had been killed
+    with outputs.StagedOutput(str(out), ["*.tfrecord"]) as staged:
+        staged.publish({"read": 0})
+    assert os.path.isdir(killed.staging_dir)
+    assert sorted(os.listdir(out)) == [os.path.basename(killed.staging_dir), "run_summary.json"]
+    assert any(killed.staging_dir in r.getMessage() and "did not finish" in r.getMessage() for r in caplog.records)
