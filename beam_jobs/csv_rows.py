@@ -69,7 +69,7 @@ def read_header(path: str) -> List[str]:
         first = handle.readline()
     if not first.strip():
         raise UsageError(f"{path}:1: no header line (the file is empty or starts with a blank line); "
-                         "for files without a header, taxi_csv_to_tfrecord takes --column_names")
+                         "every CSV input needs a header line (taxi_csv_to_tfrecord also takes --column_names)")
     try:
         names = [name.strip() for name in next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")]))]
     except (UnicodeDecodeError, csv.Error) as error:

@@ -101,6 +101,8 @@ def label_pieces(encoder, class_list: Sequence[str]) -> Dict[str, bytes]:
     concatenated messages as one merged message. So drawings are encoded before the class
     list is known, and labelled when their shards are written.
     """
+    if not class_list:
+        return {}
     labels = pa.array(np.arange(len(class_list), dtype=np.int64))
     column = _list_column(labels, np.ones(len(class_list), np.int32))
     pieces = example_bytes.encode_by_column(encoder, pa.RecordBatch.from_arrays([column], [features.LABEL_KEY]))

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 import uuid
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import google_crc32c
@@ -121,28 +121,42 @@ class WriteSortedShards(beam.PTransform):
     output PCollection holds `(key, record_count)` per file.
     """
 
+    _write_group = staticmethod(_write_shard)
+
     def __init__(self, directory: str, file_names: Dict, write: Callable):
         super().__init__()
         self._directory, self._file_names, self._write = directory, dict(file_names), write
 
-    def expand(self, keyed_batches):
+    def expand(self, keyed):
         return (
-            keyed_batches
+            keyed
             | "GroupByShard" >> GroupByShard(self._file_names)
-            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
+            | "WriteShard" >> beam.Map(self._write_group, self._directory, self._file_names, self._write)
         )
 
 
 _RUN_CHUNK = 256
+_MERGE_FAN_IN = 64
+
+
+def _write_run(path: str, rows: Iterable[tuple]) -> None:
+    """Rows in small pickled chunks, so that a merge streams many runs with little memory."""
+    with FileSystems.create(path) as handle:
+        chunk = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == _RUN_CHUNK:
+                pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                chunk = []
+        if chunk:
+            pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def write_sorted_run(path: str, rows: list) -> None:
-    """Writes `rows` (tuples whose first item is the sort key) sorted, in small pickled chunks,
-    so that `merge_sorted_runs` can stream many runs with little memory."""
-    rows.sort(key=lambda row: row[0])
-    with FileSystems.create(path) as handle:
-        for start in range(0, len(rows), _RUN_CHUNK):
-            pickle.dump(rows[start:start + _RUN_CHUNK], handle, protocol=pickle.HIGHEST_PROTOCOL)
+    """Writes `rows` sorted as tuples: the sort key first, then the rest (so rows with equal
+    keys come in one order whatever the runner did)."""
+    rows.sort()
+    _write_run(path, rows)
 
 
 def _read_run(path: str) -> Iterator[tuple]:
@@ -155,8 +169,17 @@ def _read_run(path: str) -> Iterator[tuple]:
 
 
 def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
-    """All rows of the runs in sort-key order (a streaming k-way merge)."""
-    return heapq.merge(*(_read_run(path) for path in sorted(paths)), key=lambda row: row[0])
+    """All rows of the runs in order: a streaming k-way merge with at most 64 runs open (more
+    are first merged, 64 at a time, into intermediate runs written beside them)."""
+    paths = sorted(paths)
+    while len(paths) > _MERGE_FAN_IN:
+        merged = []
+        for start in range(0, len(paths), _MERGE_FAN_IN):
+            group = paths[start:start + _MERGE_FAN_IN]
+            merged.append(f"{group[0]}.{uuid.uuid4().hex[:8]}.merged.run")
+            _write_run(merged[-1], heapq.merge(*(_read_run(path) for path in group)))
+        paths = merged
+    return heapq.merge(*(_read_run(path) for path in paths))
 
 
 _LINE_BITS = 40  # Line numbers below 2**40; file indexes above them.
@@ -165,6 +188,8 @@ _LINE_BITS = 40  # Line numbers below 2**40; file indexes above them.
 def record_order(key_hash: int, file_index: int, line: int) -> int:
     """A record's place in its shard, as one int (cheap to pickle and compare): its key's
     64-bit hash, then its file's index among the inputs, then its line."""
+    if line >> _LINE_BITS or file_index >> (64 - _LINE_BITS):
+        raise ValueError(f"line {line} or file index {file_index} too large for a record's sort key")
     return (key_hash << 64) | (file_index << _LINE_BITS) | line
 
 
@@ -172,8 +197,7 @@ class SpillBuffer:
     """One bundle's rows per output shard, spilled as sorted run files into `temp_dir`.
 
     A DoFn `add`s rows (tuples: sort key first, record bytes last), yields what `spill()`
-    gives whenever the buffer is `full`, and in finish_bundle the rest, each element through
-    `in_global_window`. Only the runs' paths then go through the shuffle: the runner moves
+    gives whenever the buffer is `full`, and in finish_bundle what `drain()` gives. Only the runs' paths then go through the shuffle: the runner moves
     file names, not records, so its memory does not grow with the input.
     """
 
@@ -199,45 +223,50 @@ class SpillBuffer:
             write_sorted_run(path, rows)
             yield shard_key, path
 
+    def drain(self) -> Iterator[WindowedValue]:
+        """What finish_bundle yields: the run of every shard still buffered."""
+        for element in self.spill():
+            yield in_global_window(element)
+
 
 def in_global_window(value) -> WindowedValue:
     """An element for finish_bundle to emit (it must name the element's window)."""
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
-def _write_merged(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:
-    shard_key, paths = shard_runs
-    count = 0
+def write_merged(path: str, runs: Iterable[str], write: Callable,
+                 to_record: Callable[[tuple], Optional[bytes]] = lambda row: row[-1]) -> int:
+    """Writes the runs' rows merged in order with `write(path, records)`, each row as
+    `to_record(row)` (None leaves the row out); returns the number of records written."""
+    written = 0
 
     def records():
-        nonlocal count
-        for row in merge_sorted_runs(paths):
-            count += 1
-            yield row[-1]
+        nonlocal written
+        for row in merge_sorted_runs(runs):
+            record = to_record(row)
+            if record is not None:
+                written += 1
+                yield record
 
-    write(join(directory, file_names[shard_key]), records())
-    return shard_key, count
+    write(path, records())
+    return written
 
 
-class WriteSpilledShards(beam.PTransform):
+def _write_merged(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:
+    shard_key, paths = shard_runs
+    return shard_key, write_merged(join(directory, file_names[shard_key]), paths, write)
+
+
+class WriteSpilledShards(WriteSortedShards):
     """`(shard_key, run path)` pairs from SpillBuffers -> one file per key of `file_names`.
 
-    Each file holds its runs' records merged in sort-key order, written by `write(path,
-    records)`; keys with no run get an empty file. Only runs whose paths came through the
-    shuffle are read, so the leftovers of a retried bundle never reach the output. The
-    output PCollection holds `(shard_key, record_count)` per file.
+    Each file holds its runs' records merged in order, written by `write(path, records)`;
+    keys with no run get an empty file. Only runs whose paths came through the shuffle are
+    read, so the leftovers of a retried bundle never reach the output. The output
+    PCollection holds `(shard_key, record_count)` per file.
     """
 
-    def __init__(self, directory: str, file_names: Dict, write: Callable):
-        super().__init__()
-        self._directory, self._file_names, self._write = directory, dict(file_names), write
-
-    def expand(self, runs):
-        return (
-            runs
-            | "GroupByShard" >> GroupByShard(self._file_names)
-            | "MergeAndWrite" >> beam.Map(_write_merged, self._directory, self._file_names, self._write)
-        )
+    _write_group = staticmethod(_write_merged)
 
 
 def ingest_summary(counts: Dict[str, int], args, filtered: bool = False, **extra) -> dict:
@@ -296,9 +325,19 @@ def _exists(path: str) -> bool:
 
 
 def _list_files(directory: str) -> List[str]:
-    if not _exists(directory):
-        return []
+    """Every file under `directory` (on an object store: every object under the prefix)."""
     return sorted(m.path for m in FileSystems.match([join(directory, "**")])[0].metadata_list)
+
+
+def _delete_tree(directory: str) -> None:
+    """Removes a local directory with its contents, or an object store prefix's objects (an
+    object store has no directories: `exists` is false for a prefix)."""
+    if _exists(directory):
+        FileSystems.delete([directory])
+        return
+    files = _list_files(directory)
+    if files:
+        FileSystems.delete(files)
 
 
 class StagedOutput:
@@ -337,8 +376,7 @@ class StagedOutput:
                             posixpath.dirname(metadata.path), started)
 
     def __exit__(self, exc_type, exc, tb):
-        if _exists(self.staging_dir):
-            FileSystems.delete([self.staging_dir])
+        _delete_tree(self.staging_dir)
         if exc_type is not None:
             logging.error("Run failed; nothing was published to %s (staging removed).", self.output_dir)
         return False
@@ -357,9 +395,9 @@ class StagedOutput:
 
     def publish(self, summary: dict) -> str:
         """Replaces the previous run's files with the staged ones; run_summary.json comes last."""
-        scratch = [path for path in (self.temp_dir, join(self.staging_dir, _STARTED)) if _exists(path)]
-        if scratch:
-            FileSystems.delete(scratch)
+        _delete_tree(self.temp_dir)
+        if _exists(join(self.staging_dir, _STARTED)):
+            FileSystems.delete([join(self.staging_dir, _STARTED)])
         summary_path = join(self.output_dir, RUN_SUMMARY)
         if _exists(summary_path):
             FileSystems.delete([summary_path])

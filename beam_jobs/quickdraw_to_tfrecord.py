@@ -66,7 +66,7 @@ class _FirstPerClass:
         self._pairs = {}
 
 
-class DrawingsToPartsFn(beam.DoFn):
+class DrawingsToRunsFn(beam.DoFn):
     """ndjson file -> ((split, shard), run file) of (sort key, word, Example without its label).
 
     Encoded records are spilled to sorted run files under the run's temp directory, and only their
@@ -138,8 +138,7 @@ class DrawingsToPartsFn(beam.DoFn):
             yield from self._runs.spill()
 
     def finish_bundle(self):
-        for element in self._runs.spill():
-            yield outputs.in_global_window(element)
+        yield from self._runs.drain()
         yield pvalue.TaggedOutput(self.WORDS_TAG, outputs.in_global_window(self._words))
         for word, pair in self._samples.drain():
             yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window((word, pair)))
@@ -181,21 +180,21 @@ class WriteExampleShardFn(beam.DoFn):
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
-    def process(self, shard_parts, class_list: List[str], caps: Dict[str, int]):
-        shard_key, paths = shard_parts
-        counts = {"filtered": 0, "written." + shard_key[0]: 0}
+    def process(self, shard_runs, class_list: List[str], caps: Dict[str, int]):
+        shard_key, runs = shard_runs
+        counts = {"filtered": 0}
         labels = drawing_examples.label_pieces(self._encoder, class_list)
 
-        def kept():
-            for key, word, example in outputs.merge_sorted_runs(paths):
-                if word in caps and key > caps[word]:
-                    counts["filtered"] += 1
-                else:
-                    counts["written." + shard_key[0]] += 1
-                    yield example + labels[word]
+        def labelled(row):
+            key, word, example = row
+            if word in caps and key > caps[word]:
+                counts["filtered"] += 1
+                return None
+            return example + labels[word]
 
-        outputs.write_tfrecords(outputs.join(self._directory, self._file_names[shard_key]), kept(),
-                                self._compression)
+        counts["written." + shard_key[0]] = outputs.write_merged(
+            outputs.join(self._directory, self._file_names[shard_key]), runs,
+            lambda path, records: outputs.write_tfrecords(path, records, self._compression), labelled)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
 
 
@@ -242,48 +241,48 @@ class DrawingsToExamples(beam.PTransform):
             (split, shard): outputs.shard_name(split, shard, num_shards, suffix)
             for split in splits.SPLIT_NAMES for shard in range(num_shards)
         }
-        self._to_parts = DrawingsToPartsFn(
+        self._to_runs = DrawingsToRunsFn(
             paths=self._paths, temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
             rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
             num_shards=num_shards, samples_per_class=self._samples, keys_per_class=max_per_category)
         self._write = WriteExampleShardFn(directory, self._file_names, compression)
 
     def expand(self, pbegin):
-        parts = (
+        encoded = (
             pbegin
             | "ListFiles" >> beam.Create(self._paths)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "EncodeDrawings" >> beam.ParDo(self._to_parts).with_outputs(
-                DrawingsToPartsFn.DEAD_LETTER_TAG, DrawingsToPartsFn.COUNTS_TAG, DrawingsToPartsFn.SAMPLES_TAG,
-                DrawingsToPartsFn.KEYS_TAG, DrawingsToPartsFn.WORDS_TAG, main="parts")
+            | "EncodeDrawings" >> beam.ParDo(self._to_runs).with_outputs(
+                DrawingsToRunsFn.DEAD_LETTER_TAG, DrawingsToRunsFn.COUNTS_TAG, DrawingsToRunsFn.SAMPLES_TAG,
+                DrawingsToRunsFn.KEYS_TAG, DrawingsToRunsFn.WORDS_TAG, main="runs")
         )
         if self._categories is not None:
             class_list = pbegin | "GivenClasses" >> beam.Create([self._categories])
         else:
             class_list = (
-                parts.words
+                encoded.words
                 | "AllWords" >> beam.CombineGlobally(lambda sets: set().union(*sets))
                 | "SortWords" >> beam.Map(sorted)
             )
         if self._max_per_category is not None:
             caps = (
-                parts.keys
+                encoded.keys
                 | "FirstPerClass" >> beam.combiners.Top.SmallestPerKey(self._max_per_category)
-                | "LastKeptKey" >> beam.MapTuple(lambda label, keys: (label, keys[-1]))
+                | "LastKeptKey" >> beam.MapTuple(lambda word, keys: (word, keys[-1]))
             )
         else:
             caps = pbegin | "NoCaps" >> beam.Create([])
         written = (
-            parts.parts
+            encoded.runs
             | "GroupByShard" >> outputs.GroupByShard(self._file_names)
             | "WriteExamples" >> beam.ParDo(self._write, class_list=pvalue.AsSingleton(class_list),
                                             caps=pvalue.AsDict(caps)).with_outputs(
                 WriteExampleShardFn.COUNTS_TAG, main="files")
         )
-        samples = parts.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
+        samples = encoded.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
             self._samples, key=lambda pair: pair[0])
-        counts = (parts.counts, written.counts) | "AllCounts" >> beam.Flatten()
-        return DrawingsResult(parts.dead_letters, counts, class_list, samples)
+        counts = (encoded.counts, written.counts) | "AllCounts" >> beam.Flatten()
+        return DrawingsResult(encoded.dead_letters, counts, class_list, samples)
 
 
 def _write_labels(class_list: List[str], path: str) -> None:

@@ -38,8 +38,11 @@ def key_hashes(keys: Sequence[bytes], salt: bytes = b"") -> np.ndarray:
 def split_indices(keys: Sequence[bytes], ratios: Sequence[float]) -> np.ndarray:
     """Index into SPLIT_NAMES per key, by cumulative ratio over 10,000 hash buckets."""
     buckets = key_hashes(keys, b"split:") % np.uint64(_BUCKETS)
-    bounds = np.round(np.cumsum(np.asarray(ratios, dtype=np.float64)) * _BUCKETS)
-    index = np.searchsorted(bounds, buckets, side="right")
+    bounds, boundary = [], 0.0
+    for ratio in ratios:  # Summed and rounded step by step: the documented rule, to the last bit.
+        boundary += ratio * _BUCKETS
+        bounds.append(round(boundary))
+    index = np.searchsorted(np.array(bounds, dtype=np.uint64), buckets, side="right")
     # Rounding may leave the last buckets past every bound: they go to the last used split.
     last = max(i for i, r in enumerate(ratios) if r > 0)
     return np.minimum(index, last).astype(np.int8)

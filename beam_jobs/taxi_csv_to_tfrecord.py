@@ -157,8 +157,7 @@ class CsvToExamplesFn(beam.DoFn):
         self._runs = outputs.SpillBuffer(self._temp_dir)
 
     def finish_bundle(self):
-        for element in self._runs.spill():
-            yield outputs.in_global_window(element)
+        yield from self._runs.drain()
 
     def process(self, element):
         names, batch = element

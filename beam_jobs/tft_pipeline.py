@@ -133,8 +133,7 @@ class EncodeTransformedFn(beam.DoFn):
         self._runs = outputs.SpillBuffer(self._temp_dir)
 
     def finish_bundle(self):
-        for element in self._runs.spill():
-            yield outputs.in_global_window(element)
+        yield from self._runs.drain()
 
     def process(self, element):
         # TFT appends the pass-through column to the transformed batch (its second element
@@ -147,7 +146,6 @@ class EncodeTransformedFn(beam.DoFn):
                                                   [record_batch.schema.names[i] for i in keep])
         encoded = example_bytes.encode_by_column(self._encoder, record_batch)
         for raw, example in zip(raw_records, encoded):
-            # Equal keys mean equal raw records, hence equal Examples: their order cannot show.
             key = splits.key_hash(raw)
             self._runs.add((self._split, key % self._num_shards), (key, example))
         self._progress.add(len(encoded))

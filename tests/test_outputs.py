@@ -116,3 +116,27 @@ def test_a_killed_runs_staging_is_reported_not_deleted(tmp_path, caplog):
     assert os.path.isdir(killed.staging_dir)
     assert sorted(os.listdir(out)) == [os.path.basename(killed.staging_dir), "run_summary.json"]
     assert any(killed.staging_dir in r.getMessage() and "did not finish" in r.getMessage() for r in caplog.records)
+
+
+def test_more_runs_than_the_merge_opens_at_once_still_merge_in_order(tmp_path):
+    rows = [(key * 7919 % 10_000, f"r{key}".encode()) for key in range(10_000)]
+    paths = []
+    for run in range(150):
+        path = str(tmp_path / f"run-{run:03d}.run")
+        outputs.write_sorted_run(path, rows[run::150])
+        paths.append(path)
+    assert list(outputs.merge_sorted_runs(paths)) == sorted(rows)
+
+
+def test_split_boundaries_are_the_step_by_step_rounded_sums():
+    keys = [f"key{i}".encode() for i in range(5000)]
+    ratios = splits.parse_ratios("1,2,19997")
+    bounds, total = [], 0.0
+    for ratio in ratios:
+        total += ratio * 10_000
+        bounds.append(round(total))
+    expected = []
+    for key in keys:
+        bucket = int.from_bytes(hashlib.sha256(b"split:" + key).digest()[:8], "big") % 10_000
+        expected.append(next(i for i, bound in enumerate(bounds) if bucket < bound))
+    assert splits.split_indices(keys, ratios).tolist() == expected

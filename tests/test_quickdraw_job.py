@@ -163,6 +163,17 @@ def test_bad_lines_go_to_dead_letters_with_file_line_and_reason(tmp_path, shared
     assert {int(e["label"]) for s in SPLITS for e in read_examples(out, s)} == {0}
 
 
+def test_a_run_where_every_line_is_rejected_publishes_empty_shards(tmp_path):
+    source = tmp_path / "bad.ndjson"
+    source.write_bytes(b"".join(bad + b"\n" for bad, _ in BAD_LINES[:5]))
+    out = str(tmp_path / "out")
+    summary = quickdraw_to_tfrecord.run([f"--input={source}", f"--output_dir={out}"])
+    assert summary["read"] == 5 and sum(summary["rejected"].values()) == 5
+    assert summary["written"] == {"train": 0, "eval": 0, "test": 0} and summary["classes"] == 0
+    assert open(os.path.join(out, "labels.txt")).read() == ""
+    assert all(os.path.getsize(os.path.join(out, f"{s}-00000-of-00001.tfrecord")) == 0 for s in SPLITS)
+
+
 def test_filters_choose_deterministically(tmp_path, shared_data):
     categories = tmp_path / "categories.txt"
     categories.write_text("cat\ndog\nThe Eiffel Tower\n", encoding="utf-8")
