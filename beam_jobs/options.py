@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -64,6 +65,15 @@ def runner_name(pipeline_options: PipelineOptions) -> str:
     return pipeline_options.view_as(StandardOptions).runner or "DirectRunner"
 
 
+_LIBRARIES = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_data_validation")
+
+
+def _library_info_through_root(record: logging.LogRecord) -> bool:
+    """False for a library's INFO line logged through the root logger (Beam's BatchElements)."""
+    return record.levelno >= logging.WARNING or not any(
+        f"{os.sep}{library}{os.sep}" in record.pathname for library in _LIBRARIES)
+
+
 def run_main(run) -> None:
     """Entry point for `python -m`: INFO logs, and exit status 2 with a readable message on UsageError.
 
@@ -74,8 +84,10 @@ def run_main(run) -> None:
         run = getattr(importlib.import_module(sys.modules["__main__"].__spec__.name), run.__name__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # The libraries' INFO lines (type hints, runner internals) would bury the jobs' own progress.
-    for library in ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_data_validation"):
+    for library in _LIBRARIES:
         logging.getLogger(library).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_library_info_through_root)
     try:
         run()
     except UsageError as error:
