@@ -73,20 +73,14 @@ def iter_line_batches(line_range: LineRange, batch_size: int = inputs.DEFAULT_BA
     if line_range.start == 0 and line_range.end is None:
         yield from inputs.iter_line_batches(line_range.path, batch_size)
         return
+    # A cut range is about target_bytes long: read whole, split in C rather than line by line.
     with FileSystems.open(line_range.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.seek(line_range.start)
-        position, number = line_range.start, line_range.first_line
-        batch: List[bytes] = []
-        first = number
-        while line_range.end is None or position < line_range.end:
-            line = handle.readline()
-            if not line:
-                break
-            position += len(line)
-            batch.append(line.rstrip(b"\r\n"))
-            number += 1
-            if len(batch) == batch_size:
-                yield inputs.LineBatch(line_range.path, first, batch)
-                batch, first = [], number
-        if batch:
-            yield inputs.LineBatch(line_range.path, first, batch)
+        data = handle.read() if line_range.end is None else handle.read(line_range.end - line_range.start)
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # what followed the last newline
+    if b"\r" in data:
+        lines = [line.rstrip(b"\r") for line in lines]
+    for start in range(0, len(lines), batch_size):
+        yield inputs.LineBatch(line_range.path, line_range.first_line + start, lines[start:start + batch_size])

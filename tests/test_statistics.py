@@ -66,6 +66,18 @@ def test_line_ranges_cover_every_line_once_with_its_number(shared_data):
     assert got == expected
 
 
+def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"a,b\r\n" + b"".join(b"%d,x\r\n" % i if i % 7 else b"\n" for i in range(3000)) + b"9,end")
+    with open(path, "rb") as handle:
+        expected = [(number, line.rstrip(b"\r\n")) for number, line in enumerate(handle, start=1)]
+    ranges = line_ranges.plan([str(path)], target_bytes=1000)
+    assert len(ranges) > 20
+    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 64)
+           for i, line in enumerate(batch.lines)]
+    assert got == expected
+
+
 @pytest.fixture(scope="module")
 def data2_stats(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("stats_data2")
