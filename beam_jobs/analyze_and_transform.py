@@ -37,9 +37,7 @@ Dataflow:
 import argparse
 import re
 
-import apache_beam as beam
-
-from beam_jobs import options, outputs, taxi_csv_to_tfrecord, tft_pipeline
+from beam_jobs import options, taxi_csv_to_tfrecord, tft_pipeline
 
 _JOB = "analyze_and_transform"
 DATASETS = {
@@ -99,29 +97,22 @@ def run(argv=None) -> dict:
     if not files["train"]:
         raise options.UsageError(f"{args.examples_dir} has no train split to analyze")
     schema = raw_schema(args.dataset, args.schema, files)
-    with outputs.StagedOutput(args.output_dir, tft_pipeline.owned_globs()) as staged:
-        with beam.Pipeline(options=pipeline_options) as pipeline:
-            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
-                raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
-                # The analysis reads the train split on its own: fed from the transform's reading,
-                # the runner would hold every decoded train batch until the analysis is done.
-                train, analysis_config = tft_pipeline.read_raw_splits(
-                    pipeline, {"train": files["train"]}, schema, args.batch_size, stage="ReadForAnalysis",
-                    keep_records=False)
-                transform_fn = ((train["train"], analysis_config)
-                                | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
-                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards,
-                                                      staged.temp_dir)
-                _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staged.staging_dir)
-                tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        tft_pipeline.write_raw_metadata(schema, staged.staging_dir)
-        summary = tft_pipeline.finish_summary(staged, args, {
-            "dataset": args.dataset,
-            "transform_fn": outputs.join(args.output_dir, tft_pipeline.TRANSFORM_FN_DIR),
-        })
-        staged.publish(summary)
-    tft_pipeline.log_summary(_JOB, summary, args.output_dir)
-    return summary
+
+    def analyze_train(pipeline, staging_dir):
+        # The analysis reads the train split on its own: fed from the transform's reading,
+        # the runner would hold every decoded train batch until the analysis is done.
+        train, analysis_config = tft_pipeline.read_raw_splits(
+            pipeline, {"train": files["train"]}, schema, args.batch_size, stage="ReadForAnalysis",
+            keep_records=False)
+        transform_fn = ((train["train"], analysis_config)
+                        | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging_dir)
+        tft_pipeline.write_raw_metadata(schema, staging_dir)
+        return transform_fn
+
+    return tft_pipeline.transform_and_publish(
+        _JOB, args, pipeline_options, files=files, schema=schema, owned=tft_pipeline.owned_globs(),
+        transform_fn_for=analyze_train, transform_dir=args.output_dir, extra={"dataset": args.dataset})
 
 
 if __name__ == "__main__":

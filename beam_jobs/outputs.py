@@ -229,6 +229,21 @@ class SpillBuffer:
             yield in_global_window(element)
 
 
+class SpillingDoFn(beam.DoFn):
+    """A DoFn whose records go to `self._runs`, a SpillBuffer per bundle: a subclass adds
+    rows, yields `self._runs.spill()` when the buffer is full, and its finish_bundle (this
+    one, or one that calls it) yields the runs left."""
+
+    def __init__(self, temp_dir: str):
+        self._temp_dir = temp_dir
+
+    def start_bundle(self):
+        self._runs = SpillBuffer(self._temp_dir)
+
+    def finish_bundle(self):
+        yield from self._runs.drain()
+
+
 def in_global_window(value) -> WindowedValue:
     """An element for finish_bundle to emit (it must name the element's window)."""
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])

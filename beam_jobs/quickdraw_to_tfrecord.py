@@ -66,7 +66,7 @@ class _FirstPerClass:
         self._pairs = {}
 
 
-class DrawingsToRunsFn(beam.DoFn):
+class DrawingsToRunsFn(outputs.SpillingDoFn):
     """ndjson file -> ((split, shard), run file) of (sort key, word, Example without its label).
 
     Encoded records are spilled to sorted run files under the run's temp directory, and only their
@@ -86,7 +86,8 @@ class DrawingsToRunsFn(beam.DoFn):
     def __init__(self, *, paths, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
-        self._temp_dir, self._filters = temp_dir, filters
+        super().__init__(temp_dir)
+        self._filters = filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
         self._image_size, self._line_width = image_size, line_width
         self._split_ratios, self._num_shards = split_ratios, num_shards
@@ -101,7 +102,7 @@ class DrawingsToRunsFn(beam.DoFn):
         self._progress = Progress(_JOB, "lines")
 
     def start_bundle(self):
-        self._runs = outputs.SpillBuffer(self._temp_dir)
+        super().start_bundle()
         self._samples = _FirstPerClass(self._samples_per_class)
         self._keys = _FirstPerClass(self._keys_per_class or 1)
         self._words: Set[str] = set()
@@ -138,7 +139,7 @@ class DrawingsToRunsFn(beam.DoFn):
             yield from self._runs.spill()
 
     def finish_bundle(self):
-        yield from self._runs.drain()
+        yield from super().finish_bundle()
         yield pvalue.TaggedOutput(self.WORDS_TAG, outputs.in_global_window(self._words))
         for word, pair in self._samples.drain():
             yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window((word, pair)))

@@ -128,7 +128,7 @@ def encode_examples(encoder, values: Dict[str, pa.Array], types: Dict[str, str])
         encoder, pa.RecordBatch.from_arrays([_list_array(values[name]) for name in names], names))
 
 
-class CsvToExamplesFn(beam.DoFn):
+class CsvToExamplesFn(outputs.SpillingDoFn):
     """(names, CsvBatch) -> ((split, shard), sorted run file of Examples); dead letters and counts tagged.
 
     Examples are spilled to run files in `temp_dir` (outputs.SpillBuffer), so only file
@@ -141,8 +141,9 @@ class CsvToExamplesFn(beam.DoFn):
 
     def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str], split_key: Optional[str],
                  split_ratios, num_shards: int):
+        super().__init__(temp_dir)
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
-        self._temp_dir, self._types, self._split_key = temp_dir, dict(types), split_key
+        self._types, self._split_key = dict(types), split_key
         self._split_ratios, self._num_shards = split_ratios, num_shards
 
     def setup(self):
@@ -152,12 +153,6 @@ class CsvToExamplesFn(beam.DoFn):
         self._rejections = dead_letters.RejectionLog(_JOB)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
         self._progress = Progress(_JOB, "records")
-
-    def start_bundle(self):
-        self._runs = outputs.SpillBuffer(self._temp_dir)
-
-    def finish_bundle(self):
-        yield from self._runs.drain()
 
     def process(self, element):
         names, batch = element

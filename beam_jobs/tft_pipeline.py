@@ -111,7 +111,7 @@ def read_raw_splits(pipeline, files: Dict[str, List[str]], schema, batch_size: i
     return raw, tensor_adapter_config
 
 
-class EncodeTransformedFn(beam.DoFn):
+class EncodeTransformedFn(outputs.SpillingDoFn):
     """Transformed (RecordBatch, _) -> ((split, shard), sorted run file of Example bytes).
 
     A row's shard and its place there come from the hash of its raw record; rows are spilled
@@ -121,19 +121,14 @@ class EncodeTransformedFn(beam.DoFn):
     COUNTS_TAG = "counts"
 
     def __init__(self, job: str, split: str, num_shards: int, temp_dir: str):
-        self._job, self._split, self._num_shards, self._temp_dir = job, split, num_shards, temp_dir
+        super().__init__(temp_dir)
+        self._job, self._split, self._num_shards = job, split, num_shards
 
     def setup(self):
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
         self._progress = Progress(self._job, f"{self._split} examples")
-
-    def start_bundle(self):
-        self._runs = outputs.SpillBuffer(self._temp_dir)
-
-    def finish_bundle(self):
-        yield from self._runs.drain()
 
     def process(self, element):
         # TFT appends the pass-through column to the transformed batch (its second element
@@ -208,10 +203,30 @@ def owned_globs() -> List[str]:
         f"{TRANSFORM_FN_DIR}/**", f"{TRANSFORMED_METADATA_DIR}/**", f"{RAW_METADATA_DIR}/**"]
 
 
-def finish_summary(staged: outputs.StagedOutput, args, extra: dict) -> dict:
-    """The run summary: per-split counts, the job's flags and `extra`."""
-    extra = dict(extra, options=dict(sorted(vars(args).items())))
-    return build_summary(staged.read_counts(), extra)
+def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, List[str]], schema,
+                          owned: List[str], transform_fn_for: Callable, transform_dir: str, extra: dict) -> dict:
+    """What both TFT jobs do around their transform_fn; returns the run summary.
+
+    In a staging directory: `transform_fn_for(pipeline, staging_dir)` puts the transform_fn
+    in the pipeline, every split of `files` is transformed with it and written with its
+    counts; then the run is published with its summary and logged.
+    """
+    import tensorflow_transform.beam as tft_beam
+
+    with outputs.StagedOutput(args.output_dir, owned) as staged:
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={RAW_RECORD_COLUMN}):
+                transform_fn = transform_fn_for(pipeline, staged.staging_dir)
+                raw, tensor_adapter_config = read_raw_splits(pipeline, files, schema, args.batch_size)
+                result = transform_splits(job, raw, tensor_adapter_config, transform_fn, args.num_shards,
+                                          staged.temp_dir)
+                write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
+        summary = build_summary(staged.read_counts(), dict(
+            extra, transform_fn=outputs.join(transform_dir, TRANSFORM_FN_DIR),
+            options=dict(sorted(vars(args).items()))))
+        staged.publish(summary)
+    log_summary(job, summary, transform_dir)
+    return summary
 
 
 def build_summary(counts: Dict[str, int], extra: dict) -> dict:

@@ -27,9 +27,7 @@ Dataflow:
 
 import argparse
 
-import apache_beam as beam
-
-from beam_jobs import options, outputs, tft_pipeline
+from beam_jobs import options, tft_pipeline
 
 _JOB = "transform"
 
@@ -51,20 +49,10 @@ def run(argv=None) -> dict:
     schema = tft_pipeline.read_raw_schema(args.transform_dir)
     files = tft_pipeline.split_files(args.examples_dir)
     owned = [glob for glob in tft_pipeline.owned_globs() if glob.endswith(".tfrecord*")]
-    with outputs.StagedOutput(args.output_dir, owned) as staged:
-        with beam.Pipeline(options=pipeline_options) as pipeline:
-            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={tft_pipeline.RAW_RECORD_COLUMN}):
-                transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir)
-                raw, tensor_adapter_config = tft_pipeline.read_raw_splits(pipeline, files, schema, args.batch_size)
-                result = tft_pipeline.transform_splits(_JOB, raw, tensor_adapter_config, transform_fn, args.num_shards,
-                                                      staged.temp_dir)
-                tft_pipeline.write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
-        summary = tft_pipeline.finish_summary(staged, args, {
-            "transform_fn": outputs.join(args.transform_dir, tft_pipeline.TRANSFORM_FN_DIR),
-        })
-        staged.publish(summary)
-    tft_pipeline.log_summary(_JOB, summary, args.transform_dir)
-    return summary
+    return tft_pipeline.transform_and_publish(
+        _JOB, args, pipeline_options, files=files, schema=schema, owned=owned,
+        transform_fn_for=lambda pipeline, _: pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir),
+        transform_dir=args.transform_dir, extra={})
 
 
 if __name__ == "__main__":
