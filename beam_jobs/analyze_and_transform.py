@@ -98,11 +98,11 @@ def run(argv=None) -> dict:
         raise options.UsageError(f"{args.examples_dir} has no train split to analyze")
     schema = raw_schema(args.dataset, args.schema, files)
 
-    def analyze_train(pipeline, staging_dir):
+    def analyze_train(pipeline, staging_dir, decoder_path):
         # The analysis reads the train split on its own: fed from the transform's reading,
         # the runner would hold every decoded train batch until the analysis is done.
         train, analysis_config = tft_pipeline.read_raw_splits(
-            pipeline, {"train": files["train"]}, schema, args.batch_size, stage="ReadForAnalysis",
+            pipeline, {"train": files["train"]}, decoder_path, args.batch_size, stage="ReadForAnalysis",
             keep_records=False)
         transform_fn = ((train["train"], analysis_config)
                         | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))

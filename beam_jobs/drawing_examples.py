@@ -94,7 +94,7 @@ class Filters(NamedTuple):
         return (recognized or not self.recognized_only) and (self.categories is None or word in self.categories)
 
 
-def label_pieces(encoder, class_list: Sequence[str]) -> Dict[str, bytes]:
+def label_pieces(class_list: Sequence[str]) -> Dict[str, bytes]:
     """Per word, a serialized Example holding only `label` (the word's index in class_list).
 
     Appended to the bytes of an Example without a label, it adds the label: protobuf parses
@@ -105,5 +105,5 @@ def label_pieces(encoder, class_list: Sequence[str]) -> Dict[str, bytes]:
         return {}
     labels = pa.array(np.arange(len(class_list), dtype=np.int64))
     column = _list_column(labels, np.ones(len(class_list), np.int32))
-    pieces = example_bytes.encode_by_column(encoder, pa.RecordBatch.from_arrays([column], [features.LABEL_KEY]))
+    pieces = example_bytes.encode_by_column(pa.RecordBatch.from_arrays([column], [features.LABEL_KEY]))
     return dict(zip(class_list, pieces))

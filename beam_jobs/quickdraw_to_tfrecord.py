@@ -94,9 +94,6 @@ class DrawingsToRunsFn(outputs.SpillingDoFn):
         self._samples_per_class, self._keys_per_class = samples_per_class, keys_per_class
 
     def setup(self):
-        from tfx_bsl.coders import example_coder
-
-        self._encoder = example_coder.RecordBatchToExamplesEncoder()
         self._rejections = dead_letters.RejectionLog(_JOB, logged=_LOGGED_REJECTIONS)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
         self._progress = Progress(_JOB, "lines")
@@ -149,7 +146,7 @@ class DrawingsToRunsFn(outputs.SpillingDoFn):
 
     def _encode(self, path: str, kept):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
-        encoded = example_bytes.encode_by_column(self._encoder, drawing_examples.to_record_batch(batch, self._image_size))
+        encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(batch, self._image_size))
         file_index = self._path_index[path]
         keys = [outputs.record_order(int(h), file_index, int(n)) for h, n in zip(batch.key_hashes, batch.lines)]
         split_names = [splits.SPLIT_NAMES[i] for i in batch.split.tolist()]
@@ -176,15 +173,10 @@ class WriteExampleShardFn(beam.DoFn):
     def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str):
         self._directory, self._file_names, self._compression = directory, file_names, compression
 
-    def setup(self):
-        from tfx_bsl.coders import example_coder
-
-        self._encoder = example_coder.RecordBatchToExamplesEncoder()
-
     def process(self, shard_runs, class_list: List[str], caps: Dict[str, int]):
         shard_key, runs = shard_runs
         counts = {"filtered": 0}
-        labels = drawing_examples.label_pieces(self._encoder, class_list)
+        labels = drawing_examples.label_pieces(class_list)
 
         def labelled(row):
             key, word, example = row

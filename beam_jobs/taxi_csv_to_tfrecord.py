@@ -90,72 +90,52 @@ def resolve_columns(paths: Sequence[str], types: Dict[str, str],
     return resolved
 
 
-def read_batches(file_columns: FileColumns, batch_size: int):
-    for batch in csv_rows.iter_batches(file_columns.path, file_columns.skip_header, batch_size):
-        yield file_columns.names, batch
-
-
-class ReadCsvBatches(beam.PTransform):
-    """Reads each file whole on one worker (line numbers need it) into (names, CsvBatch)."""
-
-    def __init__(self, files: Sequence[FileColumns], batch_size: int = csv_rows.DEFAULT_BATCH_SIZE):
-        super().__init__()
-        self._files, self._batch_size = list(files), batch_size
-
-    def expand(self, pbegin):
-        # Files, not records, are spread over workers: shuffling parsed records costs more
-        # than converting them (split a big input into several files for parallelism).
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.FlatMap(read_batches, batch_size=self._batch_size)
-        )
-
-
 def _list_array(values: pa.Array) -> pa.Array:
     """One value per row as a list<T> column; a missing value is a null list."""
     offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, values, mask=values.is_null())
 
 
-def encode_examples(encoder, values: Dict[str, pa.Array], types: Dict[str, str]) -> List[bytes]:
+def encode_examples(values: Dict[str, pa.Array], types: Dict[str, str]) -> List[bytes]:
     """Serialized Examples, features in schema order, a missing value left out of its Example."""
     names = [name for name in types if name in values]
     if not names:
         raise ValueError("no column to encode")
     return example_bytes.encode_by_column(
-        encoder, pa.RecordBatch.from_arrays([_list_array(values[name]) for name in names], names))
+        pa.RecordBatch.from_arrays([_list_array(values[name]) for name in names], names))
 
 
 class CsvToExamplesFn(outputs.SpillingDoFn):
-    """(names, CsvBatch) -> ((split, shard), sorted run file of Examples); dead letters and counts tagged.
+    """A CSV file (FileColumns) -> ((split, shard), sorted run file of Examples); dead letters
+    and counts tagged.
 
-    Examples are spilled to run files in `temp_dir` (outputs.SpillBuffer), so only file
-    names go through the shuffle. The order inside a shard is the split key's hash, then
-    the file and line, as one int.
+    The file is read whole here (line numbers need it), in batches of records that are
+    converted and encoded together; batches never leave the DoFn, as Beam would pickle them
+    to estimate their size. Examples are spilled to run files in `temp_dir`
+    (outputs.SpillBuffer), so only file names go through the shuffle. The order inside a
+    shard is the split key's hash, then the file and line, as one int.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
 
     def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str], split_key: Optional[str],
-                 split_ratios, num_shards: int):
+                 split_ratios, num_shards: int, batch_size: int):
         super().__init__(temp_dir)
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
         self._types, self._split_key = dict(types), split_key
-        self._split_ratios, self._num_shards = split_ratios, num_shards
+        self._split_ratios, self._num_shards, self._batch_size = split_ratios, num_shards, batch_size
 
     def setup(self):
-        from tfx_bsl.coders import example_coder
-
-        self._encoder = example_coder.RecordBatchToExamplesEncoder()
         self._rejections = dead_letters.RejectionLog(_JOB)
         self._read = beam.metrics.Metrics.counter(_JOB, "read")
         self._progress = Progress(_JOB, "records")
 
-    def process(self, element):
-        names, batch = element
+    def process(self, file_columns: FileColumns):
+        for batch in csv_rows.iter_batches(file_columns.path, file_columns.skip_header, self._batch_size):
+            yield from self._convert(file_columns.names, batch)
+
+    def _convert(self, names: List[str], batch: csv_rows.CsvBatch):
         counts: Dict[str, int] = {"read": len(batch.records)}
         records = [r for r in batch.records if r.fields or r.error]
         counts["blank"] = len(batch.records) - len(records)
@@ -169,7 +149,7 @@ class CsvToExamplesFn(outputs.SpillingDoFn):
         self._read.inc(len(batch.records))
         self._progress.add(len(batch.records))
         if columns.rows:
-            examples = encode_examples(self._encoder, columns.values, self._types)
+            examples = encode_examples(columns.values, self._types)
             column = names.index(self._split_key) if self._split_key else None
             keys = [(records[row].fields[column] if column is not None else "\x1f".join(records[row].fields)).encode(
                 "utf-8", errors="surrogateescape") for row in columns.rows]
@@ -193,24 +173,33 @@ class CsvResult(NamedTuple):
 
 
 class CsvToExamples(beam.PTransform):
-    """(names, CsvBatch) elements -> Examples by shard, dead letters and counts.
+    """CSV files -> Examples by shard, dead letters and counts.
 
-        result = (pipeline | ReadCsvBatches(files)
-                  | CsvToExamples(paths=paths, temp_dir=tmp, types=column_types(schema)))
+        result = pipeline | CsvToExamples(resolve_columns(paths, types, None), temp_dir=tmp, types=types)
         result.runs | outputs.WriteSpilledShards(...)
     """
 
-    def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str],
-                 split_key: Optional[str] = None, split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1):
+    def __init__(self, files: Sequence[FileColumns], *, temp_dir: str, types: Dict[str, str],
+                 split_key: Optional[str] = None, split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1,
+                 batch_size: int = csv_rows.DEFAULT_BATCH_SIZE):
         super().__init__()
         if split_key is not None and split_key not in types:
             raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
-        self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, types=types, split_key=split_key,
-                                   split_ratios=split_ratios, num_shards=num_shards)
+        self._files = list(files)
+        self._fn = CsvToExamplesFn(paths=[f.path for f in self._files], temp_dir=temp_dir, types=types,
+                                   split_key=split_key, split_ratios=split_ratios, num_shards=num_shards,
+                                   batch_size=batch_size)
 
-    def expand(self, batches):
-        result = batches | "ParseAndEncode" >> beam.ParDo(self._fn).with_outputs(
-            CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="runs")
+    def expand(self, pbegin):
+        # Files, not records, are spread over workers: shuffling parsed records costs more
+        # than converting them (split a big input into several files for parallelism).
+        result = (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseAndEncode" >> beam.ParDo(self._fn).with_outputs(
+                CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="runs")
+        )
         return CsvResult(result.runs, result.dead_letters, result.counts)
 
 
@@ -243,8 +232,9 @@ def run(argv=None) -> dict:
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
-        to_examples = CsvToExamples(paths=paths, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
-                                    split_ratios=args.split_ratios, num_shards=args.num_shards)
+        to_examples = CsvToExamples(files, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
+                                    split_ratios=args.split_ratios, num_shards=args.num_shards,
+                                    batch_size=args.batch_size)
         example_files = {
             (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
             for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
@@ -252,11 +242,7 @@ def run(argv=None) -> dict:
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            result = (
-                pipeline
-                | "ReadCsv" >> ReadCsvBatches(files, args.batch_size)
-                | "CsvToExamples" >> to_examples
-            )
+            result = pipeline | "CsvToExamples" >> to_examples
             _ = result.runs | "WriteExamples" >> outputs.WriteSpilledShards(
                 staged.staging_dir, example_files,
                 lambda path, records: outputs.write_tfrecords(path, records, args.compression))

@@ -51,7 +51,7 @@ def run(argv=None) -> dict:
     owned = [glob for glob in tft_pipeline.owned_globs() if glob.endswith(".tfrecord*")]
     return tft_pipeline.transform_and_publish(
         _JOB, args, pipeline_options, files=files, schema=schema, owned=owned,
-        transform_fn_for=lambda pipeline, _: pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir),
+        transform_fn_for=lambda pipeline, *_: pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(args.transform_dir),
         transform_dir=args.transform_dir, extra={})
 
 

@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 import orjson
 import tensorflow as tf
-from tfx_bsl.coders import example_coder
 
 from beam_jobs import drawing_examples, example_bytes, outputs, quickdraw_to_tfrecord, rasterize, splits, strokes
 
@@ -102,7 +101,6 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
     """Single process, no Beam, the job's output files: every drawing parsed and kept in
     memory, labelled from the sorted words, rasterized and encoded in batches, each split
     sorted in the job's order and written with TensorFlow's own TFRecordWriter."""
-    encoder = example_coder.RecordBatchToExamplesEncoder()
     drawings = []
     for file_index, path in enumerate(paths):
         with open(path, "rb") as handle:
@@ -111,12 +109,12 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
                     drawings.append((file_index, line_number, strokes.parse_drawing(line)))
                 except strokes.Rejected:
                     pass
-    labels = drawing_examples.label_pieces(encoder, sorted({d.word for _, _, d in drawings}))
+    labels = drawing_examples.label_pieces(sorted({d.word for _, _, d in drawings}))
     rows = {split: [] for split in splits.SPLIT_NAMES}
     for start in range(0, len(drawings), batch):
         chunk = drawings[start:start + batch]
         columns = drawing_examples.make_batch([(n, d) for _, n, d in chunk], size, line_width, (0.8, 0.1, 0.1), 1)
-        encoded = example_bytes.encode_by_column(encoder, drawing_examples.to_record_batch(columns, size))
+        encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size))
         for (file_index, n, d), h, split, example in zip(chunk, columns.key_hashes.tolist(),
                                                          columns.split.tolist(), encoded):
             rows[splits.SPLIT_NAMES[split]].append((outputs.record_order(h, file_index, n), example + labels[d.word]))
@@ -130,13 +128,12 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
 def plain_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512) -> None:
     """What a quick script would do, for reference: one file in input order, no splits, no
     labels, no sorting."""
-    encoder = example_coder.RecordBatchToExamplesEncoder()
     with tf.io.TFRecordWriter(os.path.join(out_dir, "all.tfrecord")) as writer:
         pending = []
 
         def flush():
             columns = drawing_examples.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
-            for record in example_bytes.encode_by_column(encoder, drawing_examples.to_record_batch(columns, size)):
+            for record in example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size)):
                 writer.write(record)
             pending.clear()
 

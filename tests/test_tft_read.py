@@ -1,0 +1,104 @@
+"""tft_pipeline's raw Example reader, checked against tfx_bsl's own Example decoder on real data."""
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from tfx_bsl.coders import example_coder
+
+from beam_jobs import analyze_and_transform, tft_pipeline
+from tests import taxi_runs
+
+BATCH = 1000
+
+
+@pytest.fixture(scope="module")
+def train(shared_data):
+    """The data.csv train split the ingest job wrote: its files, records and raw schema."""
+    files = tft_pipeline.split_files(taxi_runs.chain()["examples"])
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files["train"])]
+    return files["train"], records, analyze_and_transform.raw_schema("taxi", None, files)
+
+
+def rows_of(record_batch, skip=()):
+    """Rows as sorted (column, values) tuples; a missing value (null or empty list) as ()."""
+    columns = {name: values for name, values in record_batch.to_pydict().items() if name not in skip}
+    return [tuple(sorted((name, tuple(values[i] or ())) for name, values in columns.items()))
+            for i in range(record_batch.num_rows)]
+
+
+def library_rows(records, schema):
+    """What tfx_bsl's schema-driven decoder (the one TFExampleRecord uses) makes of the records."""
+    decoder = example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
+    return rows_of(decoder.DecodeBatch(records))
+
+
+def with_raw_records(record_batch):
+    raw = record_batch.column(tft_pipeline.RAW_RECORD_COLUMN).flatten().to_pylist()
+    return list(zip(raw, rows_of(record_batch, skip={tft_pipeline.RAW_RECORD_COLUMN})))
+
+
+def read(files, schema, temp_dir, check, keep_records=True):
+    """read_raw_splits over `files` in a TestPipeline; `check(record_batches)` adds assertions."""
+    decoder = tft_pipeline.save_example_decoder(schema, str(temp_dir))
+    with test_pipeline.TestPipeline() as pipeline:
+        raw, _ = tft_pipeline.read_raw_splits(pipeline, {"train": files}, decoder, BATCH, keep_records=keep_records)
+        check(raw["train"])
+
+
+def test_rows_match_the_library_decoder_with_their_raw_records(train, tmp_path):
+    files, records, schema = train
+    expected = list(zip(records, library_rows(records, schema)))
+    assert len(expected) > 10_000 and any(() in [values for _, values in row] for _, row in expected)
+
+    def check(batches):
+        assert_that(batches | beam.FlatMap(with_raw_records), equal_to(expected))
+
+    read(files, schema, tmp_path, check)
+
+
+def test_batches_are_fixed_size_in_file_order(train, tmp_path):
+    files, records, schema = train
+    expected = [tuple(records[i:i + BATCH]) for i in range(0, len(records), BATCH)]
+    assert len(expected[-1]) < BATCH
+
+    def check(batches):
+        assert_that(batches | beam.Map(
+            lambda rb: tuple(rb.column(tft_pipeline.RAW_RECORD_COLUMN).flatten().to_pylist())), equal_to(expected))
+
+    read(files, schema, tmp_path, check)
+
+
+def test_analysis_reading_leaves_the_raw_records_out(train, tmp_path):
+    files, records, schema = train
+
+    def check(batches):
+        assert_that(batches | beam.FlatMap(rows_of), equal_to(library_rows(records, schema)), label="Rows")
+        assert_that(batches | beam.Map(lambda rb: tft_pipeline.RAW_RECORD_COLUMN in rb.schema.names)
+                    | beam.Distinct(), equal_to([False]), label="NoRawColumn")
+
+    read(files, schema, tmp_path, check, keep_records=False)
+
+
+def test_gzip_files_are_read(train, tmp_path):
+    files, records, schema = train
+    path = str(tmp_path / "train-00000-of-00001.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for record in records[:2500]:
+            writer.write(record)
+    expected = list(zip(records[:2500], library_rows(records[:2500], schema)))
+
+    def check(batches):
+        assert_that(batches | beam.FlatMap(with_raw_records), equal_to(expected))
+
+    read([path], schema, tmp_path / "tmp", check)
+
+
+def test_a_corrupt_file_fails_naming_it(train, tmp_path):
+    files, records, schema = train
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with open(files[0], "rb") as source, open(path, "wb") as target:
+        target.write(source.read(10_000)[:-7])  # the last record cut short
+    with pytest.raises(Exception, match="train-00000-of-00001.tfrecord: cannot read its Examples"):
+        read([path], schema, tmp_path / "tmp", lambda batches: None)
