@@ -17,7 +17,6 @@ reports the type anomaly instead of the job dropping or crashing on the value.
 """
 
 import csv
-import io
 import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -25,7 +24,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 from apache_beam import pvalue
 from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -195,18 +193,7 @@ class ParseCsvLinesFn(beam.DoFn):
         """
         if not lines:
             return None
-        try:
-            table = pa_csv.read_csv(
-                io.BytesIO(b"\n".join(lines)),
-                read_options=pa_csv.ReadOptions(column_names=self._names, use_threads=False),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
-                convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in self._names},
-                                                      strings_can_be_null=True, null_values=[""]))
-        except (pa.ArrowInvalid, UnicodeDecodeError):
-            return None
-        if table.num_rows != len(lines):
-            return None
-        return {name: table.column(name).combine_chunks() for name in self._names}
+        return csv_rows.arrow_parse_lines(b"\n".join(lines), len(lines), self._names, empty_as_null=True)
 
     def _reject(self, reason: str) -> None:
         self._rejections.inc(reason)

@@ -1,10 +1,13 @@
 """CSV records -> typed columns, with every unusable cell named by line and column.
 
-Records come from Python's C `csv` reader (quoted commas, quotes and newlines are valid CSV;
-a UTF-8 BOM and CRLF are tolerated) with the file line each record starts on. Cells are
-converted a whole column at a time with pyarrow; only a column that fails the fast cast in
-one batch is re-read cell by cell to find and name the bad cells. An empty cell is a missing
-value (None), never 0 or "".
+A file is read in batches of lines. A batch with no quote character in which every line is
+one record with one field per column (the common case, and all of the real taxi data) is
+parsed at once by Arrow's CSV reader. From the first batch that is not, the rest of the file
+goes record by record through Python's C `csv` reader: quoted commas, quotes and newlines are
+valid CSV, and blank lines and bad records are found and named one by one. A UTF-8 BOM and
+CRLF are tolerated. Cells are converted a whole column at a time with pyarrow; only a column
+that fails the fast cast in one batch is re-read cell by cell to find and name the bad
+cells. An empty cell is a missing value (None), never 0 or "".
 
 An INT column accepts integers and lossless integral floats (`8.0`, `17031081000.0`, as
 some exports write them); `7.5` or `twelve` is rejected. A FLOAT column accepts finite
@@ -12,17 +15,21 @@ numbers that fit a float32. tfx_bsl's own CSV decoder has no per-cell error path
 on the first bad cell), hence this module.
 """
 
+import codecs
 import csv
 import io
+import itertools
 import math
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs import inputs
 from beam_jobs.options import UsageError
 
 INT, FLOAT, BYTES = "INT", "FLOAT", "BYTES"
@@ -37,29 +44,22 @@ class CsvRecord(NamedTuple):
     error: Optional[str] = None  # the csv module's message when the record could not be read
 
 
-class CsvBatch(NamedTuple):
-    path: str
-    records: List[CsvRecord]
-
-
 class CellError(NamedTuple):
-    row: int  # index into the batch's records
     column: Optional[str]
     reason: str
     detail: str
 
 
-class Columns(NamedTuple):
-    """Typed values of the rows that survived, column by column; None marks a missing value."""
+class TypedBatch(NamedTuple):
+    """Consecutive records of one file, converted: the rows kept and the records rejected."""
 
-    rows: List[int]  # indices into the batch's records
-    values: Dict[str, pa.Array]  # column -> int64 / float32 / binary values, null when missing
-
-
-def open_text(path: str):
-    """Opens a CSV file for csv.reader: gz transparent, BOM dropped, newlines left to csv."""
-    handle = FileSystems.open(path, compression_type=CompressionTypes.AUTO)
-    return io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    path: str
+    read: int  # records read, blank ones included
+    blank: int
+    lines: List[int]  # the line each kept row starts on
+    values: Dict[str, pa.Array]  # the kept rows' typed values, null where a cell is empty
+    texts: Dict[str, pa.Array]  # the kept rows' cells as read ("" where empty), in file column order
+    rejected: List[Tuple[int, CellError, bytes]]  # (line, why, the record as a CSV line), by line
 
 
 def read_header(path: str) -> List[str]:
@@ -81,38 +81,128 @@ def read_header(path: str) -> List[str]:
     return names
 
 
-def iter_records(path: str, skip_header: bool) -> Iterator[CsvRecord]:
-    """Every record of the file with its starting line; blank lines come as empty field lists."""
-    with open_text(path) as text:
-        reader = csv.reader(text, strict=True)
-        last_line = 0
-        header_pending = skip_header
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                # The reader resumes on the next line; the bad record is reported where it starts.
-                start, last_line = last_line + 1, reader.line_num
-                yield CsvRecord(start, [], str(error))
-                continue
-            start, last_line = last_line + 1, reader.line_num
-            if header_pending and fields:
-                header_pending = False
-                continue
-            yield CsvRecord(start, fields)
+def typed_batches(path: str, names: Sequence[str], types: Dict[str, str], skip_header: bool,
+                  batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[TypedBatch]:
+    """The file's records converted by `types`, in batches of about `batch_size` lines.
+
+    A batch of lines with no quote character in which every line holds one field per column
+    (the common case, and all of the real taxi data) is parsed at once by Arrow's CSV
+    reader. From the first batch that is not, the rest of the file goes record by record
+    through Python's csv reader: a quoted field may span lines, and blank lines and bad
+    records are found and named one by one.
+    """
+    lines = inputs.iter_lines(path)
+    first = 1
+    if skip_header:
+        next(lines, None)
+        first = 2
+    while True:
+        chunk = list(itertools.islice(lines, batch_size))
+        if not chunk:
+            return
+        if first == 1:
+            chunk[0] = chunk[0].removeprefix(codecs.BOM_UTF8)
+        texts = _parse_plain_lines(chunk, names)
+        if texts is None:
+            yield from _careful_batches(path, itertools.chain(chunk, lines), first, names, types, batch_size)
+            return
+        yield _typed_batch(path, len(chunk), 0, list(range(first, first + len(chunk))), texts, types, [])
+        first += len(chunk)
 
 
-def iter_batches(path: str, skip_header: bool, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[CsvBatch]:
+def _parse_plain_lines(chunk: List[bytes], names: Sequence[str]) -> Optional[Dict[str, pa.Array]]:
+    """Each column's cells as strings, when every line is one unquoted record of len(names)
+    fields in UTF-8; None otherwise (the careful path decides)."""
+    data = b"".join(chunk)
+    if b'"' in data or len(names) < 2:  # one column: a blank line would pass as an empty cell
+        return None
+    return arrow_parse_lines(data, len(chunk), names, empty_as_null=False)
+
+
+def arrow_parse_lines(data: bytes, lines: int, names: Sequence[str], *, empty_as_null: bool) -> Optional[Dict[str, pa.Array]]:
+    """`lines` lines of CSV, each one record of len(names) fields, as string columns (an
+    empty cell "" or null); None when Arrow's reader cannot read them so (a blank or bad
+    line, not UTF-8, a lone CR), and the caller goes line by line."""
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(data),
+            read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in names}, strings_can_be_null=empty_as_null,
+                quoted_strings_can_be_null=empty_as_null, null_values=[""]))
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if table.num_rows != lines:
+        return None
+    return {name: table.column(name).combine_chunks() for name in names}
+
+
+def _careful_batches(path: str, raw_lines: Iterator[bytes], first: int, names: Sequence[str],
+                     types: Dict[str, str], batch_size: int) -> Iterator[TypedBatch]:
+    text = (line.decode("utf-8", errors="surrogateescape") for line in raw_lines)
     batch: List[CsvRecord] = []
-    for record in iter_records(path, skip_header):
+    for record in _records(text, first):
         batch.append(record)
         if len(batch) == batch_size:
-            yield CsvBatch(path, batch)
+            yield _typed_records(path, batch, names, types)
             batch = []
     if batch:
-        yield CsvBatch(path, batch)
+        yield _typed_records(path, batch, names, types)
+
+
+def _records(text_lines: Iterator[str], first_line: int) -> Iterator[CsvRecord]:
+    """Every record with the line it starts on; a blank line comes as an empty field list."""
+    reader = csv.reader(text_lines, strict=True)
+    before = first_line - 1
+    last_line = before
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            # The reader resumes on the next line; the bad record is reported where it starts.
+            start, last_line = last_line + 1, before + reader.line_num
+            yield CsvRecord(start, [], str(error))
+            continue
+        start, last_line = last_line + 1, before + reader.line_num
+        yield CsvRecord(start, fields)
+
+
+def _typed_records(path: str, records: List[CsvRecord], names: Sequence[str], types: Dict[str, str]) -> TypedBatch:
+    records_kept = [r for r in records if r.fields or r.error]
+    rejected, good = [], []
+    for record in records_kept:
+        if record.error is not None:
+            rejected.append((record.line, CellError(None, "malformed_csv", record.error), record_text([])))
+        elif len(record.fields) != len(names):
+            rejected.append((record.line, CellError(None, "wrong_column_count",
+                                                    f"expected {len(names)} columns, found {len(record.fields)}"),
+                             record_text(record.fields)))
+        else:
+            good.append(record)
+    texts = {name: [r.fields[i] for r in good] for i, name in enumerate(names)}
+    return _typed_batch(path, len(records), len(records) - len(records_kept), [r.line for r in good], texts, types,
+                        rejected)
+
+
+def _typed_batch(path: str, read: int, blank: int, lines: List[int], texts: Dict[str, Sequence[str]],
+                 types: Dict[str, str], rejected: list) -> TypedBatch:
+    """Converts the cells; rows with a bad cell join `rejected`, named by their first bad column."""
+    values, bad = typed_columns(texts, types)
+    if bad:
+        texts = {name: cells.to_pylist() if isinstance(cells, pa.Array) else cells for name, cells in texts.items()}
+        rejected = rejected + [(lines[row], error, record_text([cells[row] for cells in texts.values()]))
+                               for row, error in bad.items()]
+        keep = [row for row in range(len(lines)) if row not in bad]
+        values = {name: column.take(pa.array(keep, pa.int64())) for name, column in values.items()}
+        texts = {name: [cells[row] for row in keep] for name, cells in texts.items()}
+        lines = [lines[row] for row in keep]
+    rejected.sort(key=lambda item: item[0])
+    strings = {name: cells if isinstance(cells, pa.Array) else pa.array(cells, pa.string())
+               for name, cells in texts.items()}
+    return TypedBatch(path, read, blank, lines, values, strings, rejected)
 
 
 def record_text(fields: Sequence[str]) -> bytes:
@@ -168,7 +258,7 @@ _ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float32(), BYTES: pa.binary()}
 def _convert_slow(cells: Sequence[str], kind: str) -> Tuple[pa.Array, List[Tuple[int, str]]]:
     """Cell by cell, so each bad cell gets its own message (a bad cell becomes null)."""
     values, errors = [], []
-    for index, text in enumerate(cells):
+    for index, text in enumerate(cells.to_pylist() if isinstance(cells, pa.Array) else cells):
         if text == "":
             values.append(None)
             continue
@@ -189,7 +279,7 @@ def _convert_slow(cells: Sequence[str], kind: str) -> Tuple[pa.Array, List[Tuple
 def _convert_fast(cells: Sequence[str], kind: str) -> Optional[pa.Array]:
     """Whole-column cast with pyarrow; None when some cell needs the slow path."""
     try:
-        strings = pa.array(cells, pa.string())
+        strings = cells if isinstance(cells, pa.Array) else pa.array(cells, pa.string())
     except UnicodeEncodeError:
         return None
     strings = pc.if_else(pc.equal(strings, ""), pa.scalar(None, pa.string()), strings)
@@ -216,40 +306,17 @@ def _convert_fast(cells: Sequence[str], kind: str) -> Optional[pa.Array]:
         return None
 
 
-def convert(records: Sequence[CsvRecord], names: Sequence[str], types: Dict[str, str]) -> Tuple[Columns, List[CellError]]:
-    """Typed columns for the well-formed records; one CellError per rejected record.
-
-    `names` are the file's columns in order; `types` maps each to INT/FLOAT/BYTES.
-    A record is rejected for its first problem: a csv syntax error, a wrong field count,
-    or a cell that does not parse as its column's type.
-    """
-    errors: List[CellError] = []
-    good: List[int] = []
-    for index, record in enumerate(records):
-        if record.error is not None:
-            errors.append(CellError(index, None, "malformed_csv", record.error))
-        elif len(record.fields) != len(names):
-            errors.append(CellError(index, None, "wrong_column_count",
-                                    f"expected {len(names)} columns, found {len(record.fields)}"))
-        else:
-            good.append(index)
-    columns = list(zip(*(records[i].fields for i in good))) if good else [() for _ in names]
+def typed_columns(texts: Dict[str, Sequence[str]], types: Dict[str, str]) -> Tuple[Dict[str, pa.Array], Dict[int, CellError]]:
+    """Each column's cells (a list or an Arrow string array) typed by `types`; the rows with a
+    bad cell, each with the first bad column's error (their cells become null)."""
     values: Dict[str, pa.Array] = {}
-    bad_rows: Dict[int, CellError] = {}
-    for name, cells in zip(names, columns):
+    bad: Dict[int, CellError] = {}
+    for name, cells in texts.items():
         kind = types[name]
         converted = _convert_fast(cells, kind)
         if converted is None:
             converted, cell_errors = _convert_slow(cells, kind)
-            for position, detail in cell_errors:
-                row = good[position]
-                if row not in bad_rows:
-                    bad_rows[row] = CellError(row, name, _REASONS[kind], detail)
+            for row, detail in cell_errors:
+                bad.setdefault(row, CellError(name, _REASONS[kind], detail))
         values[name] = converted
-    errors.extend(bad_rows.values())
-    errors.sort(key=lambda e: e.row)
-    if bad_rows:
-        keep = [position for position, row in enumerate(good) if row not in bad_rows]
-        values = {name: column.take(pa.array(keep, pa.int64())) for name, column in values.items()}
-        good = [good[p] for p in keep]
-    return Columns(good, values), errors
+    return values, bad

@@ -52,8 +52,8 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
 
 
-def iter_line_batches(path: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[LineBatch]:
-    """Yields the file's lines (newline stripped, CRLF tolerated) in numbered batches.
+def iter_lines(path: str) -> Iterator[bytes]:
+    """The file's lines as read (line endings kept).
 
     A file that cannot be read to its end fails the job with its name and the last line read:
     the lines after that point are unknown, so they cannot be dead-lettered.
@@ -61,14 +61,20 @@ def iter_line_batches(path: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterat
     number = 0
     try:
         with _open(path) as handle:
-            batch: List[bytes] = []
-            first = 1
             for number, line in enumerate(iter(handle.readline, b""), start=1):
-                batch.append(line.rstrip(b"\r\n"))
-                if len(batch) == batch_size:
-                    yield LineBatch(path, first, batch)
-                    batch, first = [], number + 1
-            if batch:
-                yield LineBatch(path, first, batch)
+                yield line
     except (OSError, EOFError, zlib.error) as error:
         raise IOError(f"{path}: cannot read past line {number}: {error}. Fix or remove the file and rerun.") from error
+
+
+def iter_line_batches(path: str, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[LineBatch]:
+    """Yields the file's lines (newline stripped, CRLF tolerated) in numbered batches."""
+    batch: List[bytes] = []
+    first = 1
+    for number, line in enumerate(iter_lines(path), start=1):
+        batch.append(line.rstrip(b"\r\n"))
+        if len(batch) == batch_size:
+            yield LineBatch(path, first, batch)
+            batch, first = [], number + 1
+    if batch:
+        yield LineBatch(path, first, batch)

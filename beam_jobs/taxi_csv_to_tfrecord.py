@@ -37,6 +37,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
@@ -132,35 +133,31 @@ class CsvToExamplesFn(outputs.SpillingDoFn):
         self._progress = Progress(_JOB, "records")
 
     def process(self, file_columns: FileColumns):
-        for batch in csv_rows.iter_batches(file_columns.path, file_columns.skip_header, self._batch_size):
-            yield from self._convert(file_columns.names, batch)
+        for batch in csv_rows.typed_batches(file_columns.path, file_columns.names, self._types,
+                                            file_columns.skip_header, self._batch_size):
+            yield from self._write(batch)
 
-    def _convert(self, names: List[str], batch: csv_rows.CsvBatch):
-        counts: Dict[str, int] = {"read": len(batch.records)}
-        records = [r for r in batch.records if r.fields or r.error]
-        counts["blank"] = len(batch.records) - len(records)
-        columns, errors = csv_rows.convert(records, names, self._types)
-        for error in errors:
-            record = records[error.row]
-            letter = dead_letters.dead_letter(batch.path, record.line, error.reason, error.detail,
-                                              csv_rows.record_text(record.fields), column=error.column)
+    def _write(self, batch: csv_rows.TypedBatch):
+        counts: Dict[str, int] = {"read": batch.read, "blank": batch.blank}
+        for line, error, text in batch.rejected:
+            letter = dead_letters.dead_letter(batch.path, line, error.reason, error.detail, text, column=error.column)
             self._rejections.reject(letter, counts)
             yield pvalue.TaggedOutput(self.DEAD_LETTER_TAG, letter)
-        self._read.inc(len(batch.records))
-        self._progress.add(len(batch.records))
-        if columns.rows:
-            examples = encode_examples(columns.values, self._types)
-            column = names.index(self._split_key) if self._split_key else None
-            keys = [(records[row].fields[column] if column is not None else "\x1f".join(records[row].fields)).encode(
-                "utf-8", errors="surrogateescape") for row in columns.rows]
+        self._read.inc(batch.read)
+        self._progress.add(batch.read)
+        if batch.lines:
+            examples = encode_examples(batch.values, self._types)
+            texts = (batch.texts[self._split_key] if self._split_key
+                     else pc.binary_join_element_wise(*batch.texts.values(), "\x1f"))
+            keys = texts.cast(pa.binary()).to_pylist()
             split_of = splits.split_indices(keys, self._split_ratios).tolist()
             shard_of = splits.shard_indices(keys, self._num_shards).tolist()
             hashes = splits.key_hashes(keys).tolist()
             file_index = self._path_index[batch.path]
-            for i, (row, example) in enumerate(zip(columns.rows, examples)):
-                split = splits.SPLIT_NAMES[split_of[i]]
+            for line, split_index, shard, key_hash, example in zip(batch.lines, split_of, shard_of, hashes, examples):
+                split = splits.SPLIT_NAMES[split_index]
                 counts["written." + split] = counts.get("written." + split, 0) + 1
-                self._runs.add((split, shard_of[i]), (outputs.record_order(hashes[i], file_index, records[row].line), example))
+                self._runs.add((split, shard), (outputs.record_order(key_hash, file_index, line), example))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if self._runs.full:
             yield from self._runs.spill()

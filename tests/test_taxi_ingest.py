@@ -221,10 +221,41 @@ def test_parse_int_rejects_the_rest(text):
 
 def test_fast_and_slow_column_paths_agree():
     cells = ["1", "", "8.0", "17031081000.0", "-2"]
-    columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells)],
-                                       ["x"], {"x": csv_rows.INT})
-    assert errors == [] and columns.values["x"].to_pylist() == [1, None, 8, 17031081000, -2]
-    columns, errors = csv_rows.convert([csv_rows.CsvRecord(i + 1, [c]) for i, c in enumerate(cells + ["7.5"])],
-                                       ["x"], {"x": csv_rows.INT})
-    assert [(e.row, e.reason) for e in errors] == [(5, "not_an_integer")]
-    assert columns.values["x"].to_pylist() == [1, None, 8, 17031081000, -2]
+    values, bad = csv_rows.typed_columns({"x": cells}, {"x": csv_rows.INT})
+    assert bad == {} and values["x"].to_pylist() == [1, None, 8, 17031081000, -2]
+    values, bad = csv_rows.typed_columns({"x": cells + ["7.5"]}, {"x": csv_rows.INT})
+    assert [(row, error.reason) for row, error in bad.items()] == [(5, "not_an_integer")]
+    assert values["x"].to_pylist() == [1, None, 8, 17031081000, -2, None]
+
+
+MIXED_HEADER = ["fare", "trip_start_hour", "company", "payment_type"]
+
+
+def mixed_csv() -> str:
+    """Plain lines first (Arrow's reader takes them), two with a bad cell, then a quoted field
+    over two lines, a blank line and a short record (the careful path from there on)."""
+    rows = [f"{i}.25,{i % 24},Co{i % 4},Cash" for i in range(12)]
+    rows[4] = "twelve,4,Co0,Cash"  # line 6
+    rows[7] = "8.5,7.5,Co3,Cash"  # line 9
+    tail = ['9,1,"Multi\r\nLine",Cash', "", "1,2,3", '10.5,3,"Comma, Inc.",Cash']  # lines 14-15, 16, 17, 18
+    return "\r\n".join([",".join(MIXED_HEADER)] + rows + tail) + "\r\n"
+
+
+@pytest.mark.parametrize("batch_size", [4, 4096])
+def test_plain_and_quoted_parts_of_a_file_give_lines_letters_and_rows(tmp_path, batch_size):
+    source = tmp_path / "mixed.csv"
+    source.write_bytes(mixed_csv().encode())
+    out = tmp_path / "out"
+    summary = taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(out),
+                                        "--batch_size", str(batch_size)])
+    assert (summary["read"], summary["blank"], sum(summary["written"].values())) == (16, 1, 12)
+    letters = [json.loads(line) for line in (out / "dead_letter" / "dead_letter-00000-of-00001.jsonl").open()]
+    assert [(l["line"], l.get("column"), l["reason"], l["record"]) for l in letters] == [
+        (6, "fare", "not_a_number", "twelve,4,Co0,Cash"),
+        (9, "trip_start_hour", "not_an_integer", "8.5,7.5,Co3,Cash"),
+        (17, None, "wrong_column_count", "1,2,3")]
+    with open(source, newline="") as handle:
+        records = [r for r in csv.reader(handle)][1:]
+    good = [r for r in records if len(r) == 4 and r[0] != "twelve" and r[1] != "7.5"]
+    assert sorted(example_row(r) for r in read_examples(out)) == sorted(expected_row(MIXED_HEADER, r) for r in good)
+    assert ("company", b"Multi\r\nLine") in sum((example_row(r) for r in read_examples(out)), ())
