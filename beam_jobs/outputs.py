@@ -185,12 +185,13 @@ def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
 _LINE_BITS = 40  # Line numbers below 2**40; file indexes above them.
 
 
-def record_order(key_hash: int, file_index: int, line: int) -> int:
-    """A record's place in its shard, as one int (cheap to pickle and compare): its key's
+def record_orders(key_hashes: Sequence[int], file_index: int, lines: Sequence[int]) -> List[int]:
+    """Each record's place in its shard, as one int (cheap to pickle and compare): its key's
     64-bit hash, then its file's index among the inputs, then its line."""
-    if line >> _LINE_BITS or file_index >> (64 - _LINE_BITS):
-        raise ValueError(f"line {line} or file index {file_index} too large for a record's sort key")
-    return (key_hash << 64) | (file_index << _LINE_BITS) | line
+    if (len(lines) and max(lines) >> _LINE_BITS) or file_index >> (64 - _LINE_BITS):
+        raise ValueError(f"line {max(lines)} or file index {file_index} too large for a record's sort key")
+    file_bits = file_index << _LINE_BITS
+    return [(key_hash << 64) | file_bits | line for key_hash, line in zip(key_hashes, lines)]
 
 
 class SpillBuffer:

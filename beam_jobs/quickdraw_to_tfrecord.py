@@ -148,7 +148,7 @@ class DrawingsToRunsFn(outputs.SpillingDoFn):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
         encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(batch, self._image_size))
         file_index = self._path_index[path]
-        keys = [outputs.record_order(int(h), file_index, int(n)) for h, n in zip(batch.key_hashes, batch.lines)]
+        keys = outputs.record_orders(batch.key_hashes.tolist(), file_index, batch.lines.tolist())
         split_names = [splits.SPLIT_NAMES[i] for i in batch.split.tolist()]
         for split, shard, key, word, example in zip(split_names, batch.shard.tolist(), keys, batch.words, encoded):
             self._runs.add((split, shard), (key, word, example))

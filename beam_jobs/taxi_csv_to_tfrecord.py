@@ -150,14 +150,14 @@ class CsvToExamplesFn(outputs.SpillingDoFn):
             texts = (batch.texts[self._split_key] if self._split_key
                      else pc.binary_join_element_wise(*batch.texts.values(), "\x1f"))
             keys = texts.cast(pa.binary()).to_pylist()
-            split_of = splits.split_indices(keys, self._split_ratios).tolist()
+            split_of = splits.split_indices(keys, self._split_ratios)
+            for split_index, n in enumerate(np.bincount(split_of, minlength=len(splits.SPLIT_NAMES)).tolist()):
+                if n:
+                    counts["written." + splits.SPLIT_NAMES[split_index]] = n
+            orders = outputs.record_orders(splits.key_hashes(keys).tolist(), self._path_index[batch.path], batch.lines)
             shard_of = splits.shard_indices(keys, self._num_shards).tolist()
-            hashes = splits.key_hashes(keys).tolist()
-            file_index = self._path_index[batch.path]
-            for line, split_index, shard, key_hash, example in zip(batch.lines, split_of, shard_of, hashes, examples):
-                split = splits.SPLIT_NAMES[split_index]
-                counts["written." + split] = counts.get("written." + split, 0) + 1
-                self._runs.add((split, shard), (outputs.record_order(key_hash, file_index, line), example))
+            for split_index, shard, order, example in zip(split_of.tolist(), shard_of, orders, examples):
+                self._runs.add((splits.SPLIT_NAMES[split_index], shard), (order, example))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if self._runs.full:
             yield from self._runs.spill()

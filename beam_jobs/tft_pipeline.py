@@ -19,6 +19,7 @@ import logging
 from typing import Callable, Dict, List, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
@@ -31,7 +32,9 @@ TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
 # Fixed RecordBatch size: TFT's per-batch float32 partial sums (means, variances) depend on
 # how rows are batched, so an adaptive batch size would make outputs differ run to run.
-DEFAULT_BATCH_SIZE = 8192
+# TFT pays per batch (a TF call, tensor conversions), so batches are big: on 1M taxi rows
+# 32,768 took 10% less time than 8,192, for 250 MB more peak memory.
+DEFAULT_BATCH_SIZE = 32768
 
 
 def load_function(spec: str) -> Callable:
@@ -209,9 +212,10 @@ class EncodeTransformedFn(outputs.SpillingDoFn):
         record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
                                                   [record_batch.schema.names[i] for i in keep])
         encoded = example_bytes.encode_by_column(record_batch)
-        for raw, example in zip(raw_records, encoded):
-            key = splits.key_hash(raw)
-            self._runs.add((self._split, key % self._num_shards), (key, example))
+        hashes = splits.key_hashes(raw_records)
+        shards = (hashes % np.uint64(self._num_shards)).tolist()
+        for key, shard, example in zip(hashes.tolist(), shards, encoded):
+            self._runs.add((self._split, shard), (key, example))
         self._progress.add(len(encoded))
         yield beam.pvalue.TaggedOutput(self.COUNTS_TAG, {"written." + self._split: len(encoded)})
         if self._runs.full:

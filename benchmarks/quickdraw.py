@@ -117,7 +117,8 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
         encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size))
         for (file_index, n, d), h, split, example in zip(chunk, columns.key_hashes.tolist(),
                                                          columns.split.tolist(), encoded):
-            rows[splits.SPLIT_NAMES[split]].append((outputs.record_order(h, file_index, n), example + labels[d.word]))
+            rows[splits.SPLIT_NAMES[split]].append((outputs.record_orders([h], file_index, [n])[0],
+                                                    example + labels[d.word]))
     for split, split_rows in rows.items():
         split_rows.sort(key=lambda row: row[0])
         with tf.io.TFRecordWriter(os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord")) as writer:
