@@ -65,11 +65,21 @@ def runner_name(pipeline_options: PipelineOptions) -> str:
     return pipeline_options.view_as(StandardOptions).runner or "DirectRunner"
 
 
-_LIBRARIES = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_data_validation")
+_LIBRARIES = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_data_validation", "tfx_bsl")
+
+
+# Beam warnings about its own doings, nothing a user can act on: what the DirectRunner's
+# worker processes (multi_processing) say of the options and directories the runner gives
+# them, and a combiner of Beam's that TFT uses.
+_BEAM_NOISE = ("No semi_persistent_directory found", "Discarding unparseable args",
+               "No iterator is returned by the process method")
 
 
 def _library_info_through_root(record: logging.LogRecord) -> bool:
-    """False for a library's INFO line logged through the root logger (Beam's BatchElements)."""
+    """False for a library's INFO line logged through the root logger (Beam's BatchElements),
+    and for Beam's warnings in _BEAM_NOISE."""
+    if record.name.startswith("apache_beam") and any(text in str(record.msg) for text in _BEAM_NOISE):
+        return False
     return record.levelno >= logging.WARNING or not any(
         f"{os.sep}{library}{os.sep}" in record.pathname for library in _LIBRARIES)
 
