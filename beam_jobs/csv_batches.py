@@ -39,7 +39,6 @@ _ARROW_TYPES = {
     FLOAT: pa.large_list(pa.float32()),
     BYTES: pa.large_list(pa.large_binary()),
 }
-_EXACT_INT_LIMIT = 2.0**53  # Beyond this a float no longer names one integer.
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(?i:nan|inf|infinity)\s*$"
 _JOB = "csv"
 
@@ -69,10 +68,6 @@ def schema_kinds(schema: Optional[schema_pb2.Schema]) -> Dict[str, int]:
     return {f.name: _SCHEMA_KINDS[f.type] for f in schema.feature if f.type in _SCHEMA_KINDS}
 
 
-def _integral(values: np.ndarray) -> np.ndarray:
-    return np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) <= _EXACT_INT_LIMIT)
-
-
 def value_kind(strings: pa.Array) -> Tuple[Optional[int], Optional[int]]:
     """(kind, index of the first value that needed it) for a nullable string array."""
     present = strings.drop_null()
@@ -86,10 +81,10 @@ def value_kind(strings: pa.Array) -> Tuple[Optional[int], Optional[int]]:
         if numeric.all():  # The regex and Arrow's parser disagree on some value: ask Python.
             numeric = np.array([_is_number(v) for v in present.to_pylist()])
         return BYTES, int(valid[np.argmin(numeric)])
-    integral = _integral(floats)
+    integral = csv_rows.lossless_integral(floats)
     if integral.all():
         return INT, None
-    if not np.isfinite(floats).all() or np.abs(floats[np.isfinite(floats)]).max() <= _EXACT_INT_LIMIT:
+    if not np.isfinite(floats).all() or np.abs(floats[np.isfinite(floats)]).max() < csv_rows.EXACT_FLOAT_INT:
         return FLOAT, int(valid[np.argmin(integral)])
     try:  # Integers too large for a float to hold exactly: only int64 can say.
         pc.cast(present, pa.int64())

@@ -259,3 +259,17 @@ def test_plain_and_quoted_parts_of_a_file_give_lines_letters_and_rows(tmp_path, 
     good = [r for r in records if len(r) == 4 and r[0] != "twelve" and r[1] != "7.5"]
     assert sorted(example_row(r) for r in read_examples(out)) == sorted(expected_row(MIXED_HEADER, r) for r in good)
     assert ("company", b"Multi\r\nLine") in sum((example_row(r) for r in read_examples(out)), ())
+
+def test_one_lossless_integral_rule_for_both_csv_paths():
+    """A float names one integer below 2**53 only: from there on floats skip integers."""
+    import numpy as np
+    import pyarrow as pa
+
+    from beam_jobs import csv_batches
+
+    floats = np.array([8.0, -3.0, 7.5, 2.0**53 - 1, 2.0**53, np.inf, np.nan])
+    assert csv_rows.lossless_integral(floats).tolist() == [True, True, False, True, False, False, False]
+    values, bad = csv_rows.typed_columns({"x": ["9007199254740991.0", "9007199254740993"]}, {"x": csv_rows.INT})
+    assert bad == {} and values["x"].to_pylist() == [2**53 - 1, 2**53 + 1]
+    assert csv_batches.value_kind(pa.array(["9007199254740991.0"]))[0] == csv_batches.INT
+    assert csv_batches.value_kind(pa.array(["9007199254740993"]))[0] == csv_batches.INT
