@@ -20,6 +20,16 @@ def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path):
     assert open(ours, "rb").read() == open(theirs, "rb").read()
 
 
+def test_many_chunks_are_written_in_order(tmp_path):
+    records = [bytes([i % 251]) * (i % 97) for i in range(10_000)]  # several chunks of 1,024 records
+    ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
+    outputs.write_tfrecords(ours, iter(records), "none")
+    with tf.io.TFRecordWriter(theirs) as writer:
+        for record in records:
+            writer.write(record)
+    assert open(ours, "rb").read() == open(theirs, "rb").read()
+
+
 def test_gzip_tfrecords_read_back_with_tf_data(tmp_path):
     path = str(tmp_path / "ours.tfrecord.gz")
     outputs.write_tfrecords(path, iter(RECORDS), "gzip")
