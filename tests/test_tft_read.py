@@ -102,3 +102,18 @@ def test_a_corrupt_file_fails_naming_it(train, tmp_path):
         target.write(source.read(10_000)[:-7])  # the last record cut short
     with pytest.raises(Exception, match="train-00000-of-00001.tfrecord: cannot read its Examples"):
         read([path], schema, tmp_path / "tmp", lambda batches: None)
+
+
+def test_default_batch_size_follows_the_width_of_a_row(train):
+    from tensorflow_transform.tf_metadata import schema_utils
+
+    from beam_jobs import options
+    from transforms.quickdraw import features
+
+    assert tft_pipeline.batch_size_for(train[2], None) == 32768  # 18 one-value taxi columns
+    quickdraw = schema_utils.schema_from_feature_spec(features.feature_spec(64))
+    values = 64 * 64 + 6 + 1 + 2  # img_64, six scalars, ink (variable: counted once), ink_shape
+    assert tft_pipeline.batch_size_for(quickdraw, None) == (1 << 22) // values == 1021
+    assert tft_pipeline.batch_size_for(quickdraw, 500) == 500
+    with pytest.raises(options.UsageError):
+        tft_pipeline.batch_size_for(quickdraw, 0)
