@@ -20,6 +20,7 @@ import csv
 import io
 import itertools
 import math
+import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -116,7 +117,8 @@ def _parse_plain_lines(chunk: List[bytes], names: Sequence[str]) -> Optional[Dic
     """Each column's cells as strings, when every line is one unquoted record of len(names)
     fields in UTF-8; None otherwise (the careful path decides)."""
     data = b"".join(chunk)
-    if b'"' in data or len(names) < 2:  # one column: a blank line would pass as an empty cell
+    # Python's csv rejects a cell over its field limit (128 KiB): such lines take its path too.
+    if b'"' in data or max(map(len, chunk)) > csv.field_size_limit():
         return None
     return arrow_parse_lines(data, len(chunk), names, empty_as_null=False)
 
@@ -129,7 +131,8 @@ def arrow_parse_lines(data: bytes, lines: int, names: Sequence[str], *, empty_as
         table = pa_csv.read_csv(
             io.BytesIO(data),
             read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
+            # A blank line is skipped, so the row count tells it apart from a row of empty cells.
+            parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=True),
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: pa.string() for name in names}, strings_can_be_null=empty_as_null,
                 quoted_strings_can_be_null=empty_as_null, null_values=[""]))
@@ -142,7 +145,9 @@ def arrow_parse_lines(data: bytes, lines: int, names: Sequence[str], *, empty_as
 
 def _careful_batches(path: str, raw_lines: Iterator[bytes], first: int, names: Sequence[str],
                      types: Dict[str, str], batch_size: int) -> Iterator[TypedBatch]:
-    text = (line.decode("utf-8", errors="surrogateescape") for line in raw_lines)
+    # Lines end at LF, CRLF or a lone CR, as Python's universal newlines (and csv) have them.
+    text = (part for line in raw_lines
+            for part in _LONE_CR.split(line.decode("utf-8", errors="surrogateescape")) if part)
     batch: List[CsvRecord] = []
     for record in _records(text, first):
         batch.append(record)
@@ -151,6 +156,9 @@ def _careful_batches(path: str, raw_lines: Iterator[bytes], first: int, names: S
             batch = []
     if batch:
         yield _typed_records(path, batch, names, types)
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 
 
 def _records(text_lines: Iterator[str], first_line: int) -> Iterator[CsvRecord]:

@@ -8,8 +8,8 @@ The encoder releases the GIL, so slices of a batch's rows are encoded in paralle
 (one per core): on a one-worker DirectRunner this halves the encoding time on two cores.
 """
 
-import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import List
 
@@ -19,9 +19,16 @@ import pyarrow as pa
 _MIN_ROWS_PER_THREAD = 1024  # Below this a thread hand-off costs more than it saves.
 
 
-@functools.lru_cache(maxsize=None)
+_CORES = len(os.sched_getaffinity(0))  # the cores this process may use (a container's share)
+_POOL_LOCK = threading.Lock()
+_pool: List[ThreadPoolExecutor] = []  # made on first use, once per process
+
+
 def _threads() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="encode_by_column")
+    with _POOL_LOCK:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=_CORES, thread_name_prefix="encode_by_column"))
+        return _pool[0]
 
 
 def encode_by_column(record_batch: pa.RecordBatch) -> List[bytes]:
@@ -34,7 +41,7 @@ def encode_by_column(record_batch: pa.RecordBatch) -> List[bytes]:
     would write an empty feature.
     """
     rows = record_batch.num_rows
-    slices = max(1, min(os.cpu_count() or 1, rows // _MIN_ROWS_PER_THREAD))
+    slices = max(1, min(_CORES, rows // _MIN_ROWS_PER_THREAD))
     if slices == 1:
         return _encode_columns(record_batch)
     bounds = np.linspace(0, rows, slices + 1).astype(int).tolist()

@@ -70,15 +70,21 @@ _LIBRARIES = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_d
 
 # Beam warnings about its own doings, nothing a user can act on: what the DirectRunner's
 # worker processes (multi_processing) say of the options and directories the runner gives
-# them, and a combiner of Beam's that TFT uses.
-_BEAM_NOISE = ("No semi_persistent_directory found", "Discarding unparseable args",
-               "No iterator is returned by the process method")
+# them (relayed by the local job service; the launcher's own "Discarding unparseable args",
+# a mistyped flag, still shows), and Beam's Top combiner, which TFT uses.
+_WORKER_START_UP = ("No semi_persistent_directory found", "Discarding unparseable args")
+
+
+def _is_beam_noise(record: logging.LogRecord) -> bool:
+    if record.name == "apache_beam.runners.portability.local_job_service":
+        return any(text in str(record.args) for text in _WORKER_START_UP)
+    return record.name.startswith("apache_beam") and "_TopPerBundle" in str(record.msg)
 
 
 def _library_info_through_root(record: logging.LogRecord) -> bool:
     """False for a library's INFO line logged through the root logger (Beam's BatchElements),
-    and for Beam's warnings in _BEAM_NOISE."""
-    if record.name.startswith("apache_beam") and any(text in str(record.msg) for text in _BEAM_NOISE):
+    and for Beam's own noise (_is_beam_noise)."""
+    if _is_beam_noise(record):
         return False
     return record.levelno >= logging.WARNING or not any(
         f"{os.sep}{library}{os.sep}" in record.pathname for library in _LIBRARIES)

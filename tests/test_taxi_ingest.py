@@ -273,3 +273,40 @@ def test_one_lossless_integral_rule_for_both_csv_paths():
     assert bad == {} and values["x"].to_pylist() == [2**53 - 1, 2**53 + 1]
     assert csv_batches.value_kind(pa.array(["9007199254740991.0"]))[0] == csv_batches.INT
     assert csv_batches.value_kind(pa.array(["9007199254740993"]))[0] == csv_batches.INT
+
+
+def ingest_outputs(source, out, batch_size, *extra):
+    """(summary counts, dead letters, every output file's bytes) of one ingest run."""
+    summary = taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(out),
+                                        "--batch_size", str(batch_size), *extra])
+    files = {path.name: path.read_bytes() for path in sorted(out.glob("*.tfrecord"))}
+    letters = (out / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_text()
+    return (summary["read"], summary["blank"], summary["written"], summary["rejected"]), letters, files
+
+
+def test_output_bytes_do_not_depend_on_the_batch_size(tmp_path):
+    """Blank lines and an over-long cell in the plain part, quotes later: every batch size
+    takes the two parsers at other places and must give the same counts, letters and bytes."""
+    text = mixed_csv().replace("2.25,2,Co2,Cash", "2.25,2,Co2,Cash\r\n\r\n", 1)  # two blank lines after line 4
+    text = text.replace("10.25,10,Co2,Cash", "10.25,10," + "C" * 200_000 + ",Cash", 1)  # over csv's field limit
+    source = tmp_path / "mixed.csv"
+    source.write_bytes(text.encode())
+    runs = [ingest_outputs(source, tmp_path / f"out{size}", size) for size in (1, 4, 4096)]
+    counts, letters, files = runs[0]
+    assert counts == (18, 3, counts[2], {"malformed_csv": 1, "not_a_number": 1, "not_an_integer": 1,
+                                         "wrong_column_count": 1})
+    assert sum(counts[2].values()) == 11
+    assert [(l["line"], l["reason"]) for l in map(json.loads, letters.splitlines())] == [
+        (8, "not_a_number"), (11, "not_an_integer"), (14, "malformed_csv"), (19, "wrong_column_count")]
+    assert all(run == runs[0] for run in runs[1:])
+
+
+def test_lone_cr_line_endings_are_lines(tmp_path):
+    source = tmp_path / "old_mac.csv"
+    source.write_bytes(b"1.5,3,Co1,Cash\r2.5,4,Co2,Cash\r\r3.5,x,Co3,Cash\r")
+    out = tmp_path / "out"
+    summary = taxi_csv_to_tfrecord.run(["--input", str(source), "--output_dir", str(out),
+                                        "--column_names", ",".join(MIXED_HEADER)])
+    assert (summary["read"], summary["blank"], sum(summary["written"].values())) == (4, 1, 2)
+    letters = [json.loads(line) for line in (out / "dead_letter" / "dead_letter-00000-of-00001.jsonl").open()]
+    assert [(l["line"], l["column"], l["reason"]) for l in letters] == [(4, "trip_start_hour", "not_an_integer")]
