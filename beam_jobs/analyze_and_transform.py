@@ -97,7 +97,6 @@ def run(argv=None) -> dict:
     if not files["train"]:
         raise options.UsageError(f"{args.examples_dir} has no train split to analyze")
     schema = raw_schema(args.dataset, args.schema, files)
-    args.batch_size = tft_pipeline.batch_size_for(schema, args.batch_size)  # the run summary records it
 
     def analyze_train(pipeline, staging_dir, decoder_path):
         # The analysis reads the train split on its own: fed from the transform's reading,

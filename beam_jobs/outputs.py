@@ -198,8 +198,9 @@ class SpillBuffer:
     """One bundle's rows per output shard, spilled as sorted run files into `temp_dir`.
 
     A DoFn `add`s rows (tuples: sort key first, record bytes last), yields what `spill()`
-    gives whenever the buffer is `full`, and in finish_bundle what `drain()` gives. Only the runs' paths then go through the shuffle: the runner moves
-    file names, not records, so its memory does not grow with the input.
+    gives whenever the buffer is `full`, and in finish_bundle what `drain()` gives. Only the
+    runs' paths then go through the shuffle: the runner moves file names, not records, so its
+    memory does not grow with the input.
     """
 
     def __init__(self, temp_dir: str, limit_bytes: int = 64 << 20):

@@ -292,13 +292,15 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
                           owned: List[str], transform_fn_for: Callable, transform_dir: str, extra: dict) -> dict:
     """What both TFT jobs do around their transform_fn; returns the run summary.
 
-    In a staging directory: `transform_fn_for(pipeline, staging_dir, decoder_path)` puts the
-    transform_fn in the pipeline (`decoder_path` is for read_raw_splits), every split of `files`
-    is transformed with it and written with its counts; then the run is published with its
-    summary and logged.
+    `args.batch_size` is first resolved for the schema (batch_size_for), so the summary records
+    the size used. In a staging directory: `transform_fn_for(pipeline, staging_dir,
+    decoder_path)` puts the transform_fn in the pipeline (`decoder_path` is for
+    read_raw_splits), every split of `files` is transformed with it and written with its
+    counts; then the run is published with its summary and logged.
     """
     import tensorflow_transform.beam as tft_beam
 
+    args.batch_size = batch_size_for(schema, args.batch_size)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         with beam.Pipeline(options=pipeline_options) as pipeline:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={RAW_RECORD_COLUMN}):

@@ -47,7 +47,6 @@ def run(argv=None) -> dict:
 
     args, pipeline_options = parse_args(argv)
     schema = tft_pipeline.read_raw_schema(args.transform_dir)
-    args.batch_size = tft_pipeline.batch_size_for(schema, args.batch_size)  # the run summary records it
     files = tft_pipeline.split_files(args.examples_dir)
     owned = [glob for glob in tft_pipeline.owned_globs() if glob.endswith(".tfrecord*")]
     return tft_pipeline.transform_and_publish(
