@@ -11,17 +11,11 @@ from beam_jobs import outputs, splits
 RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]
 
 
-def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path):
-    ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
-    outputs.write_tfrecords(ours, iter(RECORDS), "none")
-    with tf.io.TFRecordWriter(theirs) as writer:
-        for record in RECORDS:
-            writer.write(record)
-    assert open(ours, "rb").read() == open(theirs, "rb").read()
-
-
-def test_many_chunks_are_written_in_order(tmp_path):
-    records = [bytes([i % 251]) * (i % 97) for i in range(10_000)]  # several chunks of 1,024 records
+@pytest.mark.parametrize("records", [
+    RECORDS,
+    [bytes([i % 251]) * (i % 97) for i in range(10_000)],  # several chunks of 1,024 records, in order
+], ids=["odd_records", "many_chunks"])
+def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
     ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
     outputs.write_tfrecords(ours, iter(records), "none")
     with tf.io.TFRecordWriter(theirs) as writer:
