@@ -103,7 +103,7 @@ def run(argv=None) -> dict:
         # the runner would hold every decoded train batch until the analysis is done.
         train, analysis_config = tft_pipeline.read_raw_splits(
             pipeline, {"train": files["train"]}, decoder_path, args.batch_size, stage="ReadForAnalysis",
-            keep_records=False)
+            with_order=False)
         transform_fn = ((train["train"], analysis_config)
                         | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(preprocessing_fn))
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(staging_dir)

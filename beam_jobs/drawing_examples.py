@@ -106,4 +106,4 @@ def label_pieces(class_list: Sequence[str]) -> Dict[str, bytes]:
     labels = pa.array(np.arange(len(class_list), dtype=np.int64))
     column = _list_column(labels, np.ones(len(class_list), np.int32))
     pieces = example_bytes.encode_by_column(pa.RecordBatch.from_arrays([column], [features.LABEL_KEY]))
-    return dict(zip(class_list, pieces))
+    return dict(zip(class_list, pieces.to_pylist()))

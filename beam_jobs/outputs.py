@@ -7,20 +7,20 @@ of workers. Only when the pipeline succeeds are the files moved into place, and
 """
 
 import collections
-import heapq
 import json
 import logging
 import os
-import pickle
 import posixpath
 import socket
-import struct
 import time
 import uuid
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
 import google_crc32c
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
@@ -46,34 +46,69 @@ def tfrecord_suffix(compression: str) -> str:
     return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
 
 
-def _masked_crc32c(data: bytes) -> bytes:
-    crc = google_crc32c.value(data)
-    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+def _masked_crc32c(crcs: np.ndarray) -> np.ndarray:
+    """TFRecord's masked CRC32C of CRC32C values, as little-endian uint32 bytes."""
+    crcs = crcs.astype(np.uint64)
+    return ((((crcs >> np.uint64(15)) | (crcs << np.uint64(17))) + np.uint64(0xA282EAD8))
+            & np.uint64(0xFFFFFFFF)).astype("<u4")
 
 
-def write_tfrecords(path: str, records: Iterable[bytes], compression: str) -> None:
-    """Writes a TFRecord file (length, masked CRC32C of the length, data, masked CRC32C of the
-    data, per record; gzip-compressed as a whole with --compression gzip).
+def tfrecord_frames(records: pa.Array) -> pa.Buffer:
+    """The TFRecord framing of `records` (binary), back to back: per record its length, the
+    masked CRC32C of the length, the record, the masked CRC32C of the record."""
+    records = records.cast(pa.large_binary())
+    count = len(records)
+    offsets = np.frombuffer(records.buffers()[1], np.int64)[records.offset:records.offset + count + 1]
+    lengths = np.diff(offsets)
+    data = records.buffers()[2]
+    flat = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if count and data else b""
+    starts, ends = (offsets[:-1] - offsets[0]).tolist(), (offsets[1:] - offsets[0]).tolist()
+    record_crcs = _masked_crc32c(np.fromiter((google_crc32c.value(flat[a:b]) for a, b in zip(starts, ends)),
+                                             np.uint64, count))
+    distinct, which = np.unique(lengths, return_inverse=True)
+    length_bytes = distinct.astype("<u8")
+    length_crcs = _masked_crc32c(np.array([google_crc32c.value(b.tobytes()) for b in length_bytes], np.uint64))
+    headers = np.empty((count, 12), np.uint8)
+    headers[:, :8] = length_bytes.view(np.uint8).reshape(-1, 8)[which]
+    headers[:, 8:] = length_crcs.view(np.uint8).reshape(-1, 4)[which]
+    framed = pc.binary_join_element_wise(
+        _fixed_width(headers), records, _fixed_width(record_crcs.view(np.uint8).reshape(-1, 4)),
+        pa.scalar(b"", pa.large_binary()))
+    framed_offsets = np.frombuffer(framed.buffers()[1], np.int64)
+    return framed.buffers()[2].slice(0, int(framed_offsets[-1])) if count else pa.py_buffer(b"")
+
+
+def _fixed_width(rows: np.ndarray) -> pa.LargeBinaryArray:
+    count, width = rows.shape
+    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int64)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), count,
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(rows))])
+
+
+def write_tfrecords(path: str, record_arrays: Iterable[pa.Array], compression: str) -> None:
+    """Writes a TFRecord file of the records of `record_arrays` (binary arrays), in order;
+    gzip-compressed as a whole with --compression gzip.
 
     The framing is written here rather than by tf.io.TFRecordWriter so that worker processes
-    never import TensorFlow (seconds of start-up each); tf.data reads the files and checks
-    every CRC in the tests. Length headers are cached (records repeat lengths) and written
-    in chunks of records.
+    never import TensorFlow (seconds of start-up each) and a batch is framed at once; tf.data
+    reads the files and checks every CRC in the tests.
     """
     compression_type = CompressionTypes.GZIP if compression == "gzip" else CompressionTypes.UNCOMPRESSED
-    headers: Dict[int, bytes] = {}
     with FileSystems.create(path, compression_type=compression_type) as handle:
-        chunk: List[bytes] = []
-        for record in records:
-            header = headers.get(len(record))
-            if header is None:
-                length = struct.pack("<Q", len(record))
-                header = headers[len(record)] = length + _masked_crc32c(length)
-            chunk += (header, record, _masked_crc32c(record))
-            if len(chunk) >= 3 * 1024:
-                handle.write(b"".join(chunk))
-                chunk.clear()
-        handle.write(b"".join(chunk))
+        for records in record_arrays:
+            handle.write(tfrecord_frames(records))
+
+
+def record_arrays(records: Iterable[bytes], chunk: int = 4096) -> Iterator[pa.Array]:
+    """Records as binary arrays of up to `chunk` records, for write_tfrecords."""
+    batch: List[bytes] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == chunk:
+            yield pa.array(batch, pa.large_binary())
+            batch = []
+    if batch:
+        yield pa.array(batch, pa.large_binary())
 
 
 def write_lines(path: str, records: Iterable[bytes]) -> None:
@@ -135,155 +170,9 @@ class WriteSortedShards(beam.PTransform):
         )
 
 
-_RUN_CHUNK = 256
-_MERGE_FAN_IN = 64
-
-
-def _write_run(path: str, rows: Iterable[tuple]) -> None:
-    """Rows in small pickled chunks, so that a merge streams many runs with little memory."""
-    with FileSystems.create(path) as handle:
-        chunk = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == _RUN_CHUNK:
-                pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
-                chunk = []
-        if chunk:
-            pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def write_sorted_run(path: str, rows: list) -> None:
-    """Writes `rows` sorted as tuples: the sort key first, then the rest (so rows with equal
-    keys come in one order whatever the runner did)."""
-    rows.sort()
-    _write_run(path, rows)
-
-
-def _read_run(path: str) -> Iterator[tuple]:
-    with FileSystems.open(path) as handle:
-        while True:
-            try:
-                yield from pickle.load(handle)
-            except EOFError:
-                return
-
-
-def merge_sorted_runs(paths: Iterable[str]) -> Iterator[tuple]:
-    """All rows of the runs in order: a streaming k-way merge with at most 64 runs open (more
-    are first merged, 64 at a time, into intermediate runs written beside them)."""
-    paths = sorted(paths)
-    while len(paths) > _MERGE_FAN_IN:
-        merged = []
-        for start in range(0, len(paths), _MERGE_FAN_IN):
-            group = paths[start:start + _MERGE_FAN_IN]
-            merged.append(f"{group[0]}.{uuid.uuid4().hex[:8]}.merged.run")
-            _write_run(merged[-1], heapq.merge(*(_read_run(path) for path in group)))
-        paths = merged
-    return heapq.merge(*(_read_run(path) for path in paths))
-
-
-_LINE_BITS = 40  # Line numbers below 2**40; file indexes above them.
-
-
-def record_orders(key_hashes: Sequence[int], file_index: int, lines: Sequence[int]) -> List[int]:
-    """Each record's place in its shard, as one int (cheap to pickle and compare): its key's
-    64-bit hash, then its file's index among the inputs, then its line."""
-    if (len(lines) and max(lines) >> _LINE_BITS) or file_index >> (64 - _LINE_BITS):
-        raise ValueError(f"line {max(lines)} or file index {file_index} too large for a record's sort key")
-    file_bits = file_index << _LINE_BITS
-    return [(key_hash << 64) | file_bits | line for key_hash, line in zip(key_hashes, lines)]
-
-
-class SpillBuffer:
-    """One bundle's rows per output shard, spilled as sorted run files into `temp_dir`.
-
-    A DoFn `add`s rows (tuples: sort key first, record bytes last), yields what `spill()`
-    gives whenever the buffer is `full`, and in finish_bundle what `drain()` gives. Only the
-    runs' paths then go through the shuffle: the runner moves file names, not records, so its
-    memory does not grow with the input.
-    """
-
-    def __init__(self, temp_dir: str, limit_bytes: int = 64 << 20):
-        self._temp_dir, self._limit = temp_dir, limit_bytes
-        self._rows: Dict[tuple, list] = {}
-        self._bytes = 0
-
-    def add(self, shard_key: tuple, row: tuple) -> None:
-        self._rows.setdefault(shard_key, []).append(row)
-        self._bytes += len(row[-1])
-
-    @property
-    def full(self) -> bool:
-        return self._bytes > self._limit
-
-    def spill(self) -> Iterator[Tuple[tuple, str]]:
-        """(shard_key, run path) per shard buffered; the buffer is empty afterwards."""
-        rows_by_shard, self._rows, self._bytes = self._rows, {}, 0
-        for shard_key, rows in sorted(rows_by_shard.items()):
-            name = "-".join(str(part) for part in shard_key)
-            path = join(self._temp_dir, f"{name}-{uuid.uuid4().hex}.run")
-            write_sorted_run(path, rows)
-            yield shard_key, path
-
-    def drain(self) -> Iterator[WindowedValue]:
-        """What finish_bundle yields: the run of every shard still buffered."""
-        for element in self.spill():
-            yield in_global_window(element)
-
-
-class SpillingDoFn(beam.DoFn):
-    """A DoFn whose records go to `self._runs`, a SpillBuffer per bundle: a subclass adds
-    rows, yields `self._runs.spill()` when the buffer is full, and its finish_bundle (this
-    one, or one that calls it) yields the runs left."""
-
-    def __init__(self, temp_dir: str):
-        self._temp_dir = temp_dir
-
-    def start_bundle(self):
-        self._runs = SpillBuffer(self._temp_dir)
-
-    def finish_bundle(self):
-        yield from self._runs.drain()
-
-
 def in_global_window(value) -> WindowedValue:
     """An element for finish_bundle to emit (it must name the element's window)."""
     return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
-
-
-def write_merged(path: str, runs: Iterable[str], write: Callable,
-                 to_record: Callable[[tuple], Optional[bytes]] = lambda row: row[-1]) -> int:
-    """Writes the runs' rows merged in order with `write(path, records)`, each row as
-    `to_record(row)` (None leaves the row out); returns the number of records written."""
-    written = 0
-
-    def records():
-        nonlocal written
-        for row in merge_sorted_runs(runs):
-            record = to_record(row)
-            if record is not None:
-                written += 1
-                yield record
-
-    write(path, records())
-    return written
-
-
-def _write_merged(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:
-    shard_key, paths = shard_runs
-    return shard_key, write_merged(join(directory, file_names[shard_key]), paths, write)
-
-
-class WriteSpilledShards(WriteSortedShards):
-    """`(shard_key, run path)` pairs from SpillBuffers -> one file per key of `file_names`.
-
-    Each file holds its runs' records merged in order, written by `write(path, records)`;
-    keys with no run get an empty file. Only runs whose paths came through the shuffle are
-    read, so the leftovers of a retried bundle never reach the output. The output
-    PCollection holds `(shard_key, record_count)` per file.
-    """
-
-    _write_group = staticmethod(_write_merged)
 
 
 def ingest_summary(counts: Dict[str, int], args, filtered: bool = False, **extra) -> dict:

@@ -32,11 +32,14 @@ import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs import (contact_sheet, dead_letters, drawing_examples, example_bytes, inputs, options, outputs,
-                       rasterize, splits, strokes)
+                       rasterize, runs, splits, strokes)
 from beam_jobs.progress import Progress
 from transforms.quickdraw import features
 
@@ -66,7 +69,7 @@ class _FirstPerClass:
         self._pairs = {}
 
 
-class DrawingsToRunsFn(outputs.SpillingDoFn):
+class DrawingsToRunsFn(runs.SpillingDoFn):
     """ndjson file -> ((split, shard), run file) of (sort key, word, Example without its label).
 
     Encoded records are spilled to sorted run files under the run's temp directory, and only their
@@ -83,10 +86,11 @@ class DrawingsToRunsFn(outputs.SpillingDoFn):
     KEYS_TAG = "keys"
     WORDS_TAG = "words"
 
-    def __init__(self, *, paths, temp_dir, filters, source_format, max_points, rdp_epsilon, image_size,
+    def __init__(self, *, paths, temp_dir, range_bits, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
-        super().__init__(temp_dir)
+        self._shard_keys = [(split, shard) for split in splits.SPLIT_NAMES for shard in range(num_shards)]
+        super().__init__(temp_dir, range_bits)
         self._filters = filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
         self._image_size, self._line_width = image_size, line_width
@@ -147,13 +151,11 @@ class DrawingsToRunsFn(outputs.SpillingDoFn):
     def _encode(self, path: str, kept):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
         encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(batch, self._image_size))
-        file_index = self._path_index[path]
-        keys = outputs.record_orders(batch.key_hashes.tolist(), file_index, batch.lines.tolist())
-        split_names = [splits.SPLIT_NAMES[i] for i in batch.split.tolist()]
-        for split, shard, key, word, example in zip(split_names, batch.shard.tolist(), keys, batch.words, encoded):
-            self._runs.add((split, shard), (key, word, example))
+        key_lo = runs.line_orders(self._path_index[path], batch.lines)
+        self._runs.add(runs.rows(batch.key_hashes, key_lo, encoded, word=pa.array(batch.words, pa.large_string())),
+                       self._shard_keys, batch.split.astype(np.int64) * self._num_shards + batch.shard)
         self._words.update(batch.words)
-        for word, key, image in zip(batch.words, keys, batch.images):
+        for word, key, image in zip(batch.words, runs.as_ints(batch.key_hashes, key_lo), batch.images):
             self._samples.add(word, key, image)
             if self._keys_per_class:
                 self._keys.add(word, key, None)
@@ -170,25 +172,46 @@ class WriteExampleShardFn(beam.DoFn):
 
     COUNTS_TAG = "counts"
 
-    def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str):
+    def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str, range_bits: int):
         self._directory, self._file_names, self._compression = directory, file_names, compression
+        self._range_bits = range_bits
 
     def process(self, shard_runs, class_list: List[str], caps: Dict[str, int]):
-        shard_key, runs = shard_runs
-        counts = {"filtered": 0}
+        shard_key, run_paths = shard_runs
+        words = pa.array(class_list, pa.large_string())
         labels = drawing_examples.label_pieces(class_list)
+        label_pieces = pa.array([labels[word] for word in class_list], pa.large_binary())
+        no_cap = (1 << 128) - 1
+        largest = [caps.get(word, no_cap) for word in class_list]
+        cap_hi = np.array([key >> 64 for key in largest], np.uint64)
+        cap_lo = np.array([key & ((1 << 64) - 1) for key in largest], np.uint64)
+        filtered = 0
 
-        def labelled(row):
-            key, word, example = row
-            if word in caps and key > caps[word]:
-                counts["filtered"] += 1
-                return None
-            return example + labels[word]
+        def labelled(table: pa.Table) -> pa.Array:
+            nonlocal filtered
+            index = pc.index_in(table.column("word"), value_set=words).to_numpy()
+            if caps:
+                key_hi, key_lo = table.column(runs.KEY_HI).to_numpy(), table.column(runs.KEY_LO).to_numpy()
+                kept = (key_hi < cap_hi[index]) | ((key_hi == cap_hi[index]) & (key_lo <= cap_lo[index]))
+                filtered += len(kept) - int(kept.sum())
+                table, index = table.filter(pa.array(kept)), index[kept]
+            return pc.binary_join_element_wise(table.column(runs.RECORD), label_pieces.take(index),
+                                               pa.scalar(b"", pa.large_binary()))
 
-        counts["written." + shard_key[0]] = outputs.write_merged(
-            outputs.join(self._directory, self._file_names[shard_key]), runs,
+        written = runs.write_shard(
+            outputs.join(self._directory, self._file_names[shard_key]), run_paths, self._range_bits,
             lambda path, records: outputs.write_tfrecords(path, records, self._compression), labelled)
-        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, {"filtered": filtered, "written." + shard_key[0]: written})
+
+
+# For runs.range_bits_for only (any estimate gives the same output): a simplified ndjson
+# line takes about 500 bytes, an Example about 1.5 bytes per pixel plus its strokes.
+_INPUT_BYTES_PER_DRAWING, _EXAMPLE_BYTES_PER_PIXEL, _EXAMPLE_BYTES_BESIDE_PIXELS = 500, 1.5, 1000
+
+
+def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
+    drawings = inputs.total_size(paths) // _INPUT_BYTES_PER_DRAWING if paths else 0
+    return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 
 class DrawingsResult(NamedTuple):
@@ -234,11 +257,12 @@ class DrawingsToExamples(beam.PTransform):
             (split, shard): outputs.shard_name(split, shard, num_shards, suffix)
             for split in splits.SPLIT_NAMES for shard in range(num_shards)
         }
+        range_bits = runs.range_bits_for(example_bytes_estimate(self._paths, image_size) // num_shards)
         self._to_runs = DrawingsToRunsFn(
-            paths=self._paths, temp_dir=temp_dir, filters=self._filters, source_format=source_format, max_points=max_points,
+            paths=self._paths, temp_dir=temp_dir, range_bits=range_bits, filters=self._filters, source_format=source_format, max_points=max_points,
             rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
             num_shards=num_shards, samples_per_class=self._samples, keys_per_class=max_per_category)
-        self._write = WriteExampleShardFn(directory, self._file_names, compression)
+        self._write = WriteExampleShardFn(directory, self._file_names, compression, range_bits)
 
     def expand(self, pbegin):
         encoded = (

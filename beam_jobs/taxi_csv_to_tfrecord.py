@@ -42,7 +42,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
 import schemas
-from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, splits, stats_io
+from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, runs, splits, stats_io
 from beam_jobs.progress import Progress
 
 _JOB = "taxi_csv_to_tfrecord"
@@ -97,7 +97,7 @@ def _list_array(values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values, mask=values.is_null())
 
 
-def encode_examples(values: Dict[str, pa.Array], types: Dict[str, str]) -> List[bytes]:
+def encode_examples(values: Dict[str, pa.Array], types: Dict[str, str]) -> pa.Array:
     """Serialized Examples, features in schema order, a missing value left out of its Example."""
     names = [name for name in types if name in values]
     if not names:
@@ -106,24 +106,25 @@ def encode_examples(values: Dict[str, pa.Array], types: Dict[str, str]) -> List[
         pa.RecordBatch.from_arrays([_list_array(values[name]) for name in names], names))
 
 
-class CsvToExamplesFn(outputs.SpillingDoFn):
+class CsvToExamplesFn(runs.SpillingDoFn):
     """A CSV file (FileColumns) -> ((split, shard), sorted run file of Examples); dead letters
     and counts tagged.
 
     The file is read whole here (line numbers need it), in batches of records that are
     converted and encoded together; batches never leave the DoFn, as Beam would pickle them
     to estimate their size. Examples are spilled to run files in `temp_dir`
-    (outputs.SpillBuffer), so only file names go through the shuffle. The order inside a
-    shard is the split key's hash, then the file and line, as one int.
+    (runs.SpillBuffer), so only file names go through the shuffle. The order inside a
+    shard is the split key's hash, then the file and line.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
 
-    def __init__(self, *, paths: Sequence[str], temp_dir: str, types: Dict[str, str], split_key: Optional[str],
-                 split_ratios, num_shards: int, batch_size: int):
-        super().__init__(temp_dir)
+    def __init__(self, *, paths: Sequence[str], temp_dir: str, range_bits: int, types: Dict[str, str],
+                 split_key: Optional[str], split_ratios, num_shards: int, batch_size: int):
+        super().__init__(temp_dir, range_bits)
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
+        self._shard_keys = [(split, shard) for split in splits.SPLIT_NAMES for shard in range(num_shards)]
         self._types, self._split_key = dict(types), split_key
         self._split_ratios, self._num_shards, self._batch_size = split_ratios, num_shards, batch_size
 
@@ -154,10 +155,10 @@ class CsvToExamplesFn(outputs.SpillingDoFn):
             for split_index, n in enumerate(np.bincount(split_of, minlength=len(splits.SPLIT_NAMES)).tolist()):
                 if n:
                     counts["written." + splits.SPLIT_NAMES[split_index]] = n
-            orders = outputs.record_orders(splits.key_hashes(keys).tolist(), self._path_index[batch.path], batch.lines)
-            shard_of = splits.shard_indices(keys, self._num_shards).tolist()
-            for split_index, shard, order, example in zip(split_of.tolist(), shard_of, orders, examples):
-                self._runs.add((splits.SPLIT_NAMES[split_index], shard), (order, example))
+            shard_of = splits.shard_indices(keys, self._num_shards)
+            orders = runs.line_orders(self._path_index[batch.path], batch.lines)
+            self._runs.add(runs.rows(splits.key_hashes(keys), orders, examples), self._shard_keys,
+                           split_of.astype(np.int64) * self._num_shards + shard_of)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if self._runs.full:
             yield from self._runs.spill()
@@ -173,8 +174,11 @@ class CsvToExamples(beam.PTransform):
     """CSV files -> Examples by shard, dead letters and counts.
 
         result = pipeline | CsvToExamples(resolve_columns(paths, types, None), temp_dir=tmp, types=types)
-        result.runs | outputs.WriteSpilledShards(...)
+        result.runs | runs.WriteSpilledShards(directory, file_names, to_examples.range_bits, write)
     """
+
+    # A serialized Example takes about this many times its CSV line (for runs.range_bits_for).
+    _EXAMPLE_BYTES_PER_CSV_BYTE = 4
 
     def __init__(self, files: Sequence[FileColumns], *, temp_dir: str, types: Dict[str, str],
                  split_key: Optional[str] = None, split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1,
@@ -183,7 +187,10 @@ class CsvToExamples(beam.PTransform):
         if split_key is not None and split_key not in types:
             raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
         self._files = list(files)
-        self._fn = CsvToExamplesFn(paths=[f.path for f in self._files], temp_dir=temp_dir, types=types,
+        paths = [f.path for f in self._files]
+        self.range_bits = runs.range_bits_for(
+            inputs.total_size(paths) * self._EXAMPLE_BYTES_PER_CSV_BYTE // num_shards if paths else 0)
+        self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, range_bits=self.range_bits, types=types,
                                    split_key=split_key, split_ratios=split_ratios, num_shards=num_shards,
                                    batch_size=batch_size)
 
@@ -240,8 +247,8 @@ def run(argv=None) -> dict:
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
         with beam.Pipeline(options=pipeline_options) as pipeline:
             result = pipeline | "CsvToExamples" >> to_examples
-            _ = result.runs | "WriteExamples" >> outputs.WriteSpilledShards(
-                staged.staging_dir, example_files,
+            _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
+                staged.staging_dir, example_files, to_examples.range_bits,
                 lambda path, records: outputs.write_tfrecords(path, records, args.compression))
             _ = (
                 result.dead_letters

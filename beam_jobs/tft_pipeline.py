@@ -1,7 +1,7 @@
 """What analyze_and_transform and transform share: reading raw Examples, transforming, writing.
 
 Raw Examples reach TFT as RecordBatches of a fixed size (the fast TFT input path), with the
-serialized record kept as a pass-through column. The TFXIO is tfx_bsl's TFRecordToTensorTFXIO,
+hash of each serialized record as a pass-through column (ORDER_COLUMN). The TFXIO is tfx_bsl's TFRecordToTensorTFXIO,
 whose decoder is `tf.io.parse_example` with the raw schema's feature spec (saved as a
 TFGraphRecordDecoder): the same tensors TFExampleRecord's decoder gives, five times faster
 (2 us per taxi row, not 11). Each file is read with TF's own TFRecord reader in batches
@@ -11,7 +11,8 @@ bundles, keep TFT's float sums the same on every runner.
 
 Each transformed row is written in a shard chosen by, and sorted by, the hash of its raw
 record: the same raw rows give the same output bytes whether analyze_and_transform or
-transform wrote them.
+transform wrote them. Only the hash travels with the row, not the record: TFT copies
+pass-through columns, and Beam samples element sizes by serializing them.
 """
 
 import importlib
@@ -24,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import example_bytes, options, outputs, splits
+from beam_jobs import example_bytes, inputs, options, outputs, runs, splits
 from beam_jobs.progress import Progress
 
-RAW_RECORD_COLUMN = "__raw_record__"
+ORDER_COLUMN = "__raw_record_hash__"  # splits.key_hash of the serialized raw Example, one per row
 RAW_METADATA_DIR = "metadata"  # tft.TFTransformOutput.RAW_METADATA_DIR
 TRANSFORM_FN_DIR = "transform_fn"
 TRANSFORMED_METADATA_DIR = "transformed_metadata"
@@ -127,11 +128,12 @@ class ReadRecordBatchesFn(beam.DoFn):
     """A TFRecord file of Examples -> RecordBatches of `batch_size` rows, in file order.
 
     The rows are decoded by the TFXIO's decoder and converted as the TFXIO does, so they match
-    its TensorAdapterConfig; a file that cannot be read fails the job with its name.
+    its TensorAdapterConfig (with ORDER_COLUMN appended when `with_order`); a file that cannot
+    be read fails the job with its name.
     """
 
-    def __init__(self, decoder_path: str, batch_size: int, raw_record_column):
-        self._decoder_path, self._batch_size, self._raw_record_column = decoder_path, batch_size, raw_record_column
+    def __init__(self, decoder_path: str, batch_size: int, with_order: bool):
+        self._decoder_path, self._batch_size, self._with_order = decoder_path, batch_size, with_order
 
     def setup(self):
         from tfx_bsl.coders import tf_graph_record_decoder
@@ -143,7 +145,6 @@ class ReadRecordBatchesFn(beam.DoFn):
 
     def process(self, path: str):
         import tensorflow as tf
-        from tfx_bsl.tfxio import record_based_tfxio
 
         records = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
         batches = iter(records.batch(self._batch_size))
@@ -153,9 +154,12 @@ class ReadRecordBatchesFn(beam.DoFn):
             while (next_batch := batches.get_next_as_optional()).has_value():
                 batch = next_batch.get_value()
                 decoded = self._converter.convert(self._decode(batch))
-                if self._raw_record_column:
-                    decoded = record_based_tfxio.AppendRawRecordColumn(
-                        decoded, self._raw_record_column, batch.numpy().tolist())
+                if self._with_order:
+                    hashes = splits.key_hashes(batch.numpy().tolist())
+                    offsets = pa.array(np.arange(len(hashes) + 1, dtype=np.int64))
+                    decoded = pa.RecordBatch.from_arrays(
+                        decoded.columns + [pa.LargeListArray.from_arrays(offsets, pa.array(hashes, pa.uint64()))],
+                        decoded.schema.names + [ORDER_COLUMN])
                 yield decoded
         except tf.errors.OpError as error:
             raise ValueError(f"{path}: cannot read its Examples: {error.message}") from error
@@ -172,43 +176,47 @@ def batch_size_for(schema, requested: Optional[int]) -> int:
 
 
 def read_raw_splits(pipeline, files: Dict[str, List[str]], decoder_path: str, batch_size: int,
-                    stage: str = "Read", keep_records: bool = True):
+                    stage: str = "Read", with_order: bool = True):
     """Each split's raw Examples as RecordBatches (decoded by `save_example_decoder`'s decoder),
-    serialized records kept in RAW_RECORD_COLUMN (unless not `keep_records`: the analysis has
-    no use for them).
+    with each record's hash in ORDER_COLUMN (unless not `with_order`: the analysis has no use
+    for it).
 
     Returns ({split: PCollection of RecordBatch}, the TensorAdapterConfig TFT needs).
     """
-    from tfx_bsl.tfxio import record_to_tensor_tfxio
+    from tfx_bsl.tfxio import record_to_tensor_tfxio, tensor_adapter
 
-    raw_record_column = RAW_RECORD_COLUMN if keep_records else None
     raw, tensor_adapter_config = {}, None
     for split, split_files in files.items():
         if not split_files:
             continue
-        tensor_adapter_config = tensor_adapter_config or record_to_tensor_tfxio.TFRecordToTensorTFXIO(
-            split_files, decoder_path, telemetry_descriptors=[stage],
-            raw_record_column_name=raw_record_column).TensorAdapterConfig()
+        if tensor_adapter_config is None:
+            tensor_adapter_config = record_to_tensor_tfxio.TFRecordToTensorTFXIO(
+                split_files, decoder_path, telemetry_descriptors=[stage]).TensorAdapterConfig()
+            if with_order:
+                tensor_adapter_config = tensor_adapter.TensorAdapterConfig(
+                    tensor_adapter_config.arrow_schema.append(pa.field(ORDER_COLUMN, pa.large_list(pa.uint64()))),
+                    tensor_adapter_config.tensor_representations, tensor_adapter_config.original_type_specs)
         title = f"{stage}{split.capitalize()}"
         raw[split] = (pipeline
                       | f"{title}Files" >> beam.Create(split_files)
                       | f"{title}Spread" >> beam.Reshuffle()
-                      | title >> beam.ParDo(ReadRecordBatchesFn(decoder_path, batch_size, raw_record_column)))
+                      | title >> beam.ParDo(ReadRecordBatchesFn(decoder_path, batch_size, with_order)))
     return raw, tensor_adapter_config
 
 
-class EncodeTransformedFn(outputs.SpillingDoFn):
-    """Transformed (RecordBatch, _) -> ((split, shard), sorted run file of Example bytes).
+class EncodeTransformedFn(runs.SpillingDoFn):
+    """Transformed (RecordBatch, _) -> ((split, shard), run file of Example bytes).
 
     A row's shard and its place there come from the hash of its raw record; rows are spilled
-    to run files in `temp_dir` (outputs.SpillBuffer), so only file names are shuffled.
+    to run files in `temp_dir` (runs.SpillBuffer), so only file names are shuffled.
     """
 
     COUNTS_TAG = "counts"
 
-    def __init__(self, job: str, split: str, num_shards: int, temp_dir: str):
-        super().__init__(temp_dir)
+    def __init__(self, job: str, split: str, num_shards: int, temp_dir: str, range_bits: int):
+        super().__init__(temp_dir, range_bits)
         self._job, self._split, self._num_shards = job, split, num_shards
+        self._shard_keys = [(split, shard) for shard in range(num_shards)]
 
     def setup(self):
         self._progress = Progress(self._job, f"{self._split} examples")
@@ -217,16 +225,14 @@ class EncodeTransformedFn(outputs.SpillingDoFn):
         # TFT appends the pass-through column to the transformed batch (its second element
         # holds only pass-through values that do not match the batch size).
         record_batch, _ = element
-        index = record_batch.schema.get_field_index(RAW_RECORD_COLUMN)
-        raw_records = record_batch.column(index).flatten().to_pylist()
+        index = record_batch.schema.get_field_index(ORDER_COLUMN)
+        hashes = record_batch.column(index).flatten().to_numpy()
         keep = [i for i in range(record_batch.num_columns) if i != index]
         record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
                                                   [record_batch.schema.names[i] for i in keep])
         encoded = example_bytes.encode_by_column(record_batch)
-        hashes = splits.key_hashes(raw_records)
-        shards = (hashes % np.uint64(self._num_shards)).tolist()
-        for key, shard, example in zip(hashes.tolist(), shards, encoded):
-            self._runs.add((self._split, shard), (key, example))
+        shards = (hashes % np.uint64(self._num_shards)).astype(np.int64)
+        self._runs.add(runs.rows(hashes, np.zeros(len(hashes), np.uint64), encoded), self._shard_keys, shards)
         self._progress.add(len(encoded))
         yield beam.pvalue.TaggedOutput(self.COUNTS_TAG, {"written." + self._split: len(encoded)})
         if self._runs.full:
@@ -239,7 +245,7 @@ class TransformedSplits(NamedTuple):
 
 
 def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_config, transform_fn,
-                     num_shards: int, temp_dir: str) -> TransformedSplits:
+                     num_shards: int, temp_dir: str, range_bits: int) -> TransformedSplits:
     """Applies transform_fn to every split's RecordBatches; raw counts and encoded examples out."""
     import tensorflow_transform.beam as tft_beam
 
@@ -250,7 +256,7 @@ def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_
         transformed, _ = (((record_batches, tensor_adapter_config), transform_fn)
                           | f"Transform{title}" >> tft_beam.TransformDataset(output_record_batches=True))
         result = transformed | f"Encode{title}" >> beam.ParDo(
-            EncodeTransformedFn(job, split, num_shards, temp_dir)).with_outputs(
+            EncodeTransformedFn(job, split, num_shards, temp_dir, range_bits)).with_outputs(
                 EncodeTransformedFn.COUNTS_TAG, main="runs")
         encoded.append(result.runs)
         counts.append(result[EncodeTransformedFn.COUNTS_TAG])
@@ -269,10 +275,11 @@ def add_output_args(parser) -> None:
                              "images); fixed so outputs are reproducible.")
 
 
-def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str) -> None:
+def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str,
+                  range_bits: int) -> None:
     """Transformed Examples as sorted shards per split, and the counts for run_summary.json."""
-    _ = result.runs | "WriteExamples" >> outputs.WriteSpilledShards(
-        staging_dir, example_files(num_shards, compression),
+    _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
+        staging_dir, example_files(num_shards, compression), range_bits,
         lambda path, records: outputs.write_tfrecords(path, records, compression))
     _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staging_dir)
 
@@ -303,13 +310,16 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
     args.batch_size = batch_size_for(schema, args.batch_size)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         with beam.Pipeline(options=pipeline_options) as pipeline:
-            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={RAW_RECORD_COLUMN}):
+            with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={ORDER_COLUMN}):
                 decoder_path = save_example_decoder(schema, staged.temp_dir)
                 transform_fn = transform_fn_for(pipeline, staged.staging_dir, decoder_path)
                 raw, tensor_adapter_config = read_raw_splits(pipeline, files, decoder_path, args.batch_size)
+                # Transformed Examples take about as many bytes as the raw ones (runs.range_bits_for).
+                range_bits = runs.range_bits_for(
+                    inputs.total_size([path for paths in files.values() for path in paths]) // args.num_shards)
                 result = transform_splits(job, raw, tensor_adapter_config, transform_fn, args.num_shards,
-                                          staged.temp_dir)
-                write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
+                                          staged.temp_dir, range_bits)
+                write_outputs(result, staged.staging_dir, args.num_shards, args.compression, range_bits)
         summary = build_summary(staged.read_counts(), dict(
             extra, transform_fn=outputs.join(transform_dir, TRANSFORM_FN_DIR),
             options=dict(sorted(vars(args).items()))))

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import tensorflow as tf
 
-from beam_jobs import drawing_examples, example_bytes, outputs, quickdraw_to_tfrecord, rasterize, splits, strokes
+from beam_jobs import drawing_examples, example_bytes, quickdraw_to_tfrecord, rasterize, runs, splits, strokes
 
 _SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quickdraw", "simplified")
 
@@ -114,11 +114,10 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
     for start in range(0, len(drawings), batch):
         chunk = drawings[start:start + batch]
         columns = drawing_examples.make_batch([(n, d) for _, n, d in chunk], size, line_width, (0.8, 0.1, 0.1), 1)
-        encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size))
-        for (file_index, n, d), h, split, example in zip(chunk, columns.key_hashes.tolist(),
-                                                         columns.split.tolist(), encoded):
-            rows[splits.SPLIT_NAMES[split]].append((outputs.record_orders([h], file_index, [n])[0],
-                                                    example + labels[d.word]))
+        encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size)).to_pylist()
+        orders = runs.as_ints(columns.key_hashes, runs.line_orders([f for f, _, _ in chunk], [n for _, n, _ in chunk]))
+        for (_, _, d), order, split, example in zip(chunk, orders, columns.split.tolist(), encoded):
+            rows[splits.SPLIT_NAMES[split]].append((order, example + labels[d.word]))
     for split, split_rows in rows.items():
         split_rows.sort(key=lambda row: row[0])
         with tf.io.TFRecordWriter(os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord")) as writer:
@@ -134,7 +133,7 @@ def plain_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512
 
         def flush():
             columns = drawing_examples.make_batch(list(enumerate(pending)), size, line_width, (0.8, 0.1, 0.1), 1)
-            for record in example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size)):
+            for record in example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size)).to_pylist():
                 writer.write(record)
             pending.clear()
 

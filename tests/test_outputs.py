@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from beam_jobs import outputs, splits
+from beam_jobs import outputs, runs, splits
 
 RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]
 
@@ -17,7 +17,7 @@ RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]
 ], ids=["odd_records", "many_chunks"])
 def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
     ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
-    outputs.write_tfrecords(ours, iter(records), "none")
+    outputs.write_tfrecords(ours, outputs.record_arrays(iter(records), chunk=1024), "none")
     with tf.io.TFRecordWriter(theirs) as writer:
         for record in records:
             writer.write(record)
@@ -26,10 +26,10 @@ def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
 
 def test_gzip_tfrecords_read_back_with_tf_data(tmp_path):
     path = str(tmp_path / "ours.tfrecord.gz")
-    outputs.write_tfrecords(path, iter(RECORDS), "gzip")
+    outputs.write_tfrecords(path, outputs.record_arrays(iter(RECORDS)), "gzip")
     assert [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")] == RECORDS
     again = str(tmp_path / "again.tfrecord.gz")
-    outputs.write_tfrecords(again, iter(RECORDS), "gzip")
+    outputs.write_tfrecords(again, outputs.record_arrays(iter(RECORDS)), "gzip")
     assert open(path, "rb").read() == open(again, "rb").read()
 
 
@@ -84,30 +84,42 @@ def test_a_bare_file_name_is_written_in_the_working_directory(tmp_path, monkeypa
     assert os.listdir(tmp_path) == ["schema.pbtxt"]
 
 
-def test_spilled_runs_merge_into_sorted_shards_and_empty_shards_exist(tmp_path):
+def _lines(path, records):
+    outputs.write_lines(path, (record for array in records for record in array.to_pylist()))
+
+
+@pytest.mark.parametrize("range_bits", [0, 3])
+def test_spilled_runs_merge_into_sorted_shards_and_empty_shards_exist(tmp_path, range_bits):
     import apache_beam as beam
+    import numpy as np
+    import pyarrow as pa
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
     runs_dir, out_dir = tmp_path / "runs", tmp_path / "out"
     runs_dir.mkdir(), out_dir.mkdir()
-    rows = [(key * 7919 % 1000, f"r{key * 7919 % 1000}".encode()) for key in range(300)]
-    buffer = outputs.SpillBuffer(str(runs_dir), limit_bytes=200)
-    runs = []
-    for key, record in rows:
-        buffer.add(("a", key % 2), (key, record))
+    # Keys spread over the whole 64-bit range (so over every key range), some repeated with
+    # other records (the record bytes then decide), added in batches of 7 in scrambled order.
+    keys = [(key * 7919 % 1000) * (2**64 // 1000) for key in range(300)]
+    rows = [(key, i % 3, f"r{i}".encode()) for i, key in enumerate(keys)] + [(keys[5], 0, b"another")]
+    buffer = runs.SpillBuffer(str(runs_dir), range_bits, limit_bytes=2000)
+    shard_keys, paths = [("a", 0), ("a", 1)], []
+    for start in range(0, len(rows), 7):
+        chunk = rows[start:start + 7]
+        batch = runs.rows(np.array([r[0] for r in chunk], np.uint64), np.array([r[1] for r in chunk], np.uint64),
+                          pa.array([r[2] for r in chunk]))
+        buffer.add(batch, shard_keys, np.array([r[0] // 2**63 for r in chunk]))  # shard by the top bit
         if buffer.full:
-            runs.extend(buffer.spill())
-    runs.extend(buffer.spill())
-    assert len(runs) > 4 and not list(buffer.spill())
+            paths.extend(buffer.spill())
+    paths.extend(buffer.spill())
+    assert len(paths) > 4 and not list(buffer.spill())
     names = {("a", 0): "a0.txt", ("a", 1): "a1.txt", ("b", 0): "b0.txt"}
+    expected = {shard: [record for key, lo, record in sorted(rows) if key // 2**63 == shard] for shard in (0, 1)}
     with TestPipeline() as pipeline:
-        written = (pipeline | beam.Create(runs)
-                   | outputs.WriteSpilledShards(str(out_dir), names, outputs.write_lines))
-        assert_that(written, equal_to([(("a", 0), 150), (("a", 1), 150), (("b", 0), 0)]))
-    for parity, name in ((0, "a0.txt"), (1, "a1.txt")):
-        expected = [record for key, record in sorted(rows) if key % 2 == parity]
-        assert (out_dir / name).read_bytes().split(b"\n")[:-1] == expected
+        written = (pipeline | beam.Create(paths) | runs.WriteSpilledShards(str(out_dir), names, range_bits, _lines))
+        assert_that(written, equal_to([(("a", 0), len(expected[0])), (("a", 1), len(expected[1])), (("b", 0), 0)]))
+    for shard, name in ((0, "a0.txt"), (1, "a1.txt")):
+        assert (out_dir / name).read_bytes().split(b"\n")[:-1] == expected[shard]
     assert (out_dir / "b0.txt").read_bytes() == b""
 
 
@@ -122,14 +134,21 @@ def test_a_killed_runs_staging_is_reported_not_deleted(tmp_path, caplog):
     assert any(killed.staging_dir in r.getMessage() and "did not finish" in r.getMessage() for r in caplog.records)
 
 
-def test_more_runs_than_the_merge_opens_at_once_still_merge_in_order(tmp_path):
-    rows = [(key * 7919 % 10_000, f"r{key}".encode()) for key in range(10_000)]
+def test_more_runs_than_the_merge_opens_at_once_still_merge_in_order(tmp_path, monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+
+    monkeypatch.setattr(runs, "_MAX_OPEN_RUNS", 8)
+    rows = [((key * 7919 % 10_000) * (2**64 // 10_000), 0, f"r{key}".encode()) for key in range(3_000)]
+    buffer = runs.SpillBuffer(str(tmp_path), range_bits=2)
     paths = []
-    for run in range(150):
-        path = str(tmp_path / f"run-{run:03d}.run")
-        outputs.write_sorted_run(path, rows[run::150])
-        paths.append(path)
-    assert list(outputs.merge_sorted_runs(paths)) == sorted(rows)
+    for run in range(30):
+        part = rows[run::30]
+        buffer.add(runs.rows(np.array([r[0] for r in part], np.uint64), np.zeros(len(part), np.uint64),
+                             pa.array([r[2] for r in part])), [("all",)], np.zeros(len(part), np.int64))
+        paths.extend(path for _, path in buffer.spill())
+    merged = [record for table in runs.sorted_ranges(paths, 2) for record in table.column(runs.RECORD).to_pylist()]
+    assert merged == [record for _, _, record in sorted(rows)]
 
 
 def test_split_boundaries_are_the_step_by_step_rounded_sums():

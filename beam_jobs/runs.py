@@ -1,0 +1,226 @@
+"""Spilled runs: the shuffle of encoded records by file name, and their merge in a stable order.
+
+Records travel as Arrow tables: `key_hi` and `key_lo` (uint64; a record's place in its shard
+is (key_hi, key_lo, its bytes)), `record` (its bytes) and any column the writer still needs.
+A DoFn adds a batch's rows per output shard to a SpillBuffer; when it is full, and at the
+end of the bundle, each shard's rows are written to a run file and only (shard, path) goes
+through the shuffle: the runner moves file names, not records. A run file (Arrow IPC) holds
+one record batch per key range, the top `range_bits` bits of key_hi (hashes, so ranges are
+even). The shard's writer reads one key range of every run at a time, sorts it and writes
+it, so it holds one key range in memory, never the shard, and the order does not depend on
+how the runner cut bundles.
+"""
+
+import math
+import uuid
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs import outputs
+
+KEY_HI, KEY_LO, RECORD = "key_hi", "key_lo", "record"
+_SORT_KEYS = [(KEY_HI, "ascending"), (KEY_LO, "ascending"), (RECORD, "ascending")]
+_RANGE_BYTES = 32 << 20  # about this much of a shard per key range
+_MAX_RANGE_BITS = 12
+_MAX_OPEN_RUNS = 256  # more runs are first combined, this many at a time
+
+
+def range_bits_for(expected_bytes: int) -> int:
+    """Key-range bits for a shard of about `expected_bytes` (an estimate: any value gives the
+    same output; it only sets how much of the shard the writer holds at once)."""
+    return min(_MAX_RANGE_BITS, max(0, math.ceil(math.log2(max(1, expected_bytes) / _RANGE_BYTES))))
+
+
+_LINE_BITS = 40  # line numbers below 2**40, file indexes above them
+
+
+def line_orders(file_index, lines) -> np.ndarray:
+    """key_lo of records read from `lines` of the `file_index`-th input file (in sorted order;
+    one index for all lines, or one per line)."""
+    lines, files = np.asarray(lines, dtype=np.uint64), np.asarray(file_index, dtype=np.uint64)
+    if (lines.size and int(lines.max()) >> _LINE_BITS) or (files.size and int(files.max()) >> (64 - _LINE_BITS)):
+        raise ValueError(f"line {int(lines.max())} or file index {int(files.max())} too large for a record's sort key")
+    return lines | (files << np.uint64(_LINE_BITS))
+
+
+def as_ints(key_hi: np.ndarray, key_lo: np.ndarray) -> List[int]:
+    """Each row's place (key_hi, then key_lo) as one Python int, to order rows in Python."""
+    return [(high << 64) | low for high, low in zip(key_hi.tolist(), key_lo.tolist())]
+
+
+def rows(key_hi: np.ndarray, key_lo: np.ndarray, records: pa.Array, **columns: pa.Array) -> pa.RecordBatch:
+    """A batch of rows for SpillBuffer.add."""
+    arrays = {KEY_HI: pa.array(key_hi, pa.uint64()), KEY_LO: pa.array(key_lo, pa.uint64()),
+              RECORD: records.cast(pa.large_binary()), **columns}
+    return pa.RecordBatch.from_arrays(list(arrays.values()), list(arrays))
+
+
+class SpillBuffer:
+    """One bundle's rows per output shard, spilled as run files into `temp_dir`.
+
+    A DoFn `add`s batches of `rows(...)`, yields what `spill()` gives whenever the buffer is
+    `full`, and in finish_bundle what `drain()` gives.
+    """
+
+    def __init__(self, temp_dir: str, range_bits: int, limit_bytes: int = 64 << 20):
+        self._temp_dir, self._range_bits, self._limit = temp_dir, range_bits, limit_bytes
+        self._batches: List[pa.RecordBatch] = []
+        self._shards: List[np.ndarray] = []  # per batch, each row's index into _shard_keys
+        self._shard_keys: List[tuple] = []
+        self._bytes = 0
+
+    def add(self, batch: pa.RecordBatch, shard_keys: Sequence[tuple], which: np.ndarray) -> None:
+        """Adds each row i of `batch` (made by `rows`) to shard `shard_keys[which[i]]`."""
+        known = {key: index for index, key in enumerate(self._shard_keys)}
+        for key in shard_keys:
+            if key not in known:
+                known[key] = len(self._shard_keys)
+                self._shard_keys.append(key)
+        self._batches.append(batch)
+        self._shards.append(np.array([known[key] for key in shard_keys], np.uint64)[which])
+        self._bytes += batch.nbytes
+
+    @property
+    def full(self) -> bool:
+        return self._bytes > self._limit
+
+    def spill(self) -> Iterator[Tuple[tuple, str]]:
+        """(shard_key, run path) per shard buffered; the buffer is empty afterwards.
+
+        The rows are put in (shard, key range) order with one take, then each shard's slice is
+        written as its run."""
+        if not self._batches:
+            return
+        table, shards, shard_keys = pa.Table.from_batches(self._batches), np.concatenate(self._shards), self._shard_keys
+        self._batches, self._shards, self._shard_keys, self._bytes = [], [], [], 0
+        places = (shards << np.uint64(self._range_bits)) | _key_ranges(table, self._range_bits)
+        order = np.argsort(places, kind="stable")
+        table, places = table.take(order), places[order]
+        per_shard = 1 << self._range_bits
+        for index in sorted(np.unique(shards).tolist(), key=lambda i: shard_keys[i]):
+            bounds = np.searchsorted(places, np.arange(index * per_shard, (index + 1) * per_shard + 1,
+                                                       dtype=np.uint64)).tolist()
+            name = "-".join(str(part) for part in shard_keys[index])
+            path = outputs.join(self._temp_dir, f"{name}-{uuid.uuid4().hex}.arrow")
+            _write_ranges(path, table.schema, (table.slice(begin, end - begin) for begin, end in zip(bounds, bounds[1:])))
+            yield shard_keys[index], path
+
+    def drain(self):
+        """What finish_bundle yields: the run of every shard still buffered."""
+        for element in self.spill():
+            yield outputs.in_global_window(element)
+
+
+class SpillingDoFn(beam.DoFn):
+    """A DoFn whose rows go to `self._runs`, a SpillBuffer per bundle: a subclass adds batches,
+    yields `self._runs.spill()` when the buffer is full, and its finish_bundle (this one, or
+    one that calls it) yields the runs left."""
+
+    def __init__(self, temp_dir: str, range_bits: int):
+        self._temp_dir, self._range_bits = temp_dir, range_bits
+
+    def start_bundle(self):
+        self._runs = SpillBuffer(self._temp_dir, self._range_bits)
+
+    def finish_bundle(self):
+        yield from self._runs.drain()
+
+
+def _key_ranges(table: pa.Table, range_bits: int) -> np.ndarray:
+    key_hi = table.column(KEY_HI).to_numpy()
+    if not range_bits:
+        return np.zeros(len(key_hi), np.uint64)
+    return key_hi >> np.uint64(64 - range_bits)
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type) for column in table.columns],
+        schema=table.schema)
+
+
+def _write_ranges(path: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with pa.ipc.new_file(handle, schema) as writer:
+            for table in tables:
+                writer.write_batch(_one_batch(table))
+
+
+def _open_run(path: str) -> pa.ipc.RecordBatchFileReader:
+    # Read, not memory-mapped: mapped pages of every run would stay in the process's memory.
+    return pa.ipc.open_file(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+
+
+def _combine(paths: List[str], range_bits: int) -> str:
+    """One run holding the rows of `paths`, range by range."""
+    readers = [_open_run(path) for path in paths]
+    combined = f"{paths[0]}.{uuid.uuid4().hex[:8]}.combined.arrow"
+    _write_ranges(combined, readers[0].schema, (
+        pa.Table.from_batches([reader.get_batch(index) for reader in readers])
+        for index in range(1 << range_bits)))
+    return combined
+
+
+def sorted_ranges(paths: Iterable[str], range_bits: int) -> Iterator[pa.Table]:
+    """The runs' rows, one key range at a time, sorted by (key_hi, key_lo, record)."""
+    paths = sorted(paths)
+    while len(paths) > _MAX_OPEN_RUNS:
+        paths = [_combine(paths[start:start + _MAX_OPEN_RUNS], range_bits)
+                 for start in range(0, len(paths), _MAX_OPEN_RUNS)]
+    readers = [_open_run(path) for path in paths]
+    for index in range(1 << range_bits if readers else 0):
+        table = pa.Table.from_batches([reader.get_batch(index) for reader in readers])
+        if table.num_rows:
+            yield table.take(pc.sort_indices(table, sort_keys=_SORT_KEYS))
+
+
+def write_shard(path: str, runs: Iterable[str], range_bits: int, write: Callable[[str, Iterator[pa.Array]], None],
+                to_records: Callable[[pa.Table], pa.Array] = lambda table: table.column(RECORD)) -> int:
+    """Writes the runs' rows in order with `write(path, record arrays)`, each sorted key range
+    as `to_records(table)` (which may leave rows out); returns the number of records written."""
+    written = 0
+
+    def record_arrays():
+        nonlocal written
+        for table in sorted_ranges(runs, range_bits):
+            records = to_records(table)
+            if isinstance(records, pa.ChunkedArray):
+                records = pa.concat_arrays(records.chunks) if records.num_chunks else pa.array([], records.type)
+            written += len(records)
+            yield records
+
+    write(path, record_arrays())
+    return written
+
+
+def _write_shard(shard_runs, directory: str, file_names: Dict, range_bits: int, write: Callable) -> Tuple:
+    shard_key, paths = shard_runs
+    return shard_key, write_shard(outputs.join(directory, file_names[shard_key]), paths, range_bits, write)
+
+
+class WriteSpilledShards(beam.PTransform):
+    """`(shard_key, run path)` pairs from SpillBuffers -> one file per key of `file_names`.
+
+    Each file holds its runs' records in order, written by `write(path, record arrays)`; keys
+    with no run get an empty file. Only runs whose paths came through the shuffle are read,
+    so the leftovers of a retried bundle never reach the output. The output PCollection
+    holds `(shard_key, record_count)` per file.
+    """
+
+    def __init__(self, directory: str, file_names: Dict, range_bits: int, write: Callable):
+        super().__init__()
+        self._directory, self._file_names, self._range_bits, self._write = (
+            directory, dict(file_names), range_bits, write)
+
+    def expand(self, runs):
+        return (
+            runs
+            | "GroupByShard" >> outputs.GroupByShard(self._file_names)
+            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._range_bits, self._write)
+        )
