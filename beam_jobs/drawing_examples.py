@@ -1,7 +1,7 @@
 """QuickDraw drawings -> columns -> tf.train.Example columns (pure functions, no Beam).
 
 The job batches drawings per input file: rasterizing, computing ink and building the Arrow
-RecordBatch for tfx_bsl's Example encoder column-wise costs far fewer Python and NumPy calls
+RecordBatch for the Example encoder (example_bytes) column-wise costs far fewer Python and NumPy calls
 than doing it drawing by drawing.
 """
 
@@ -64,7 +64,7 @@ def _bytes_column(values: List[str]) -> pa.Array:
 
 
 def to_record_batch(batch: DrawingBatch, image_size: int) -> pa.RecordBatch:
-    """Columns for tfx_bsl's Example encoder: one list per feature and row, all but the label
+    """Columns for example_bytes.encode_by_column: one list per feature and row, all but the label
     (see `label_pieces`)."""
     n = len(batch.key_ids)
     pixels = batch.images.reshape(n, -1).astype(np.int64).reshape(-1)

@@ -42,7 +42,18 @@ def expand_patterns(patterns: Sequence[str]) -> List[str]:
 
 
 def total_size(paths: Iterable[str]) -> int:
-    return sum(result.metadata_list[0].size_in_bytes for result in FileSystems.match(list(paths)))
+    paths = list(paths)
+    return sum(result.metadata_list[0].size_in_bytes for result in FileSystems.match(paths)) if paths else 0
+
+
+# A gzip file holds about this many times its size (text and TFRecords of Examples).
+_GZIP_RATIO = 5
+
+
+def expanded_size(paths: Iterable[str]) -> int:
+    """About how many bytes the files hold once decompressed (an estimate, for sizing buffers)."""
+    paths = list(paths)
+    return total_size(paths) + (_GZIP_RATIO - 1) * total_size([path for path in paths if path.endswith(".gz")])
 
 
 def _open(path: str):

@@ -14,7 +14,7 @@ import posixpath
 import socket
 import time
 import uuid
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 import google_crc32c
@@ -57,6 +57,8 @@ def tfrecord_frames(records: pa.Array) -> pa.Buffer:
     """The TFRecord framing of `records` (binary), back to back: per record its length, the
     masked CRC32C of the length, the record, the masked CRC32C of the record."""
     records = records.cast(pa.large_binary())
+    if records.null_count:
+        raise ValueError(f"{records.null_count} of {len(records)} records are null: a TFRecord holds bytes")
     count = len(records)
     offsets = np.frombuffer(records.buffers()[1], np.int64)[records.offset:records.offset + count + 1]
     lengths = np.diff(offsets)
@@ -75,7 +77,7 @@ def tfrecord_frames(records: pa.Array) -> pa.Buffer:
         _fixed_width(headers), records, _fixed_width(record_crcs.view(np.uint8).reshape(-1, 4)),
         pa.scalar(b"", pa.large_binary()))
     framed_offsets = np.frombuffer(framed.buffers()[1], np.int64)
-    return framed.buffers()[2].slice(0, int(framed_offsets[-1])) if count else pa.py_buffer(b"")
+    return framed.buffers()[2].slice(0, int(framed_offsets[count])) if count else pa.py_buffer(b"")
 
 
 def _fixed_width(rows: np.ndarray) -> pa.LargeBinaryArray:
@@ -97,18 +99,6 @@ def write_tfrecords(path: str, record_arrays: Iterable[pa.Array], compression: s
     with FileSystems.create(path, compression_type=compression_type) as handle:
         for records in record_arrays:
             handle.write(tfrecord_frames(records))
-
-
-def record_arrays(records: Iterable[bytes], chunk: int = 4096) -> Iterator[pa.Array]:
-    """Records as binary arrays of up to `chunk` records, for write_tfrecords."""
-    batch: List[bytes] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == chunk:
-            yield pa.array(batch, pa.large_binary())
-            batch = []
-    if batch:
-        yield pa.array(batch, pa.large_binary())
 
 
 def write_lines(path: str, records: Iterable[bytes]) -> None:

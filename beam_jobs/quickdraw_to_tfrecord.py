@@ -72,7 +72,7 @@ class _FirstPerClass:
 class DrawingsToRunsFn(runs.SpillingDoFn):
     """ndjson file -> ((split, shard), run file) of (sort key, word, Example without its label).
 
-    Encoded records are spilled to sorted run files under the run's temp directory, and only their
+    Encoded records are spilled to run files (runs.SpillBuffer) under the run's temp directory, and only their
     paths travel through the shuffle: a runner then moves file names, not images. The label,
     an index into the sorted list of every word written, is only known when all files are
     read: WriteExampleShardFn appends it. Rejected lines go to DEAD_LETTER_TAG and counts to
@@ -162,7 +162,7 @@ class DrawingsToRunsFn(runs.SpillingDoFn):
 
 
 class WriteExampleShardFn(beam.DoFn):
-    """Writes one TFRecord shard by merging its sorted run files, labelled and capped per class.
+    """Writes one TFRecord shard by merging its run files in order, labelled and capped per class.
 
     Side inputs: `class_list`, the sorted words (label = index), and `caps`, per word the
     largest sort key `--max_per_category` keeps (empty without a cap). Only run files whose
@@ -172,9 +172,8 @@ class WriteExampleShardFn(beam.DoFn):
 
     COUNTS_TAG = "counts"
 
-    def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str, range_bits: int):
+    def __init__(self, directory: str, file_names: Dict[tuple, str], compression: str):
         self._directory, self._file_names, self._compression = directory, file_names, compression
-        self._range_bits = range_bits
 
     def process(self, shard_runs, class_list: List[str], caps: Dict[str, int]):
         shard_key, run_paths = shard_runs
@@ -199,7 +198,7 @@ class WriteExampleShardFn(beam.DoFn):
                                                pa.scalar(b"", pa.large_binary()))
 
         written = runs.write_shard(
-            outputs.join(self._directory, self._file_names[shard_key]), run_paths, self._range_bits,
+            outputs.join(self._directory, self._file_names[shard_key]), run_paths,
             lambda path, records: outputs.write_tfrecords(path, records, self._compression), labelled)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, {"filtered": filtered, "written." + shard_key[0]: written})
 
@@ -210,7 +209,7 @@ _INPUT_BYTES_PER_DRAWING, _EXAMPLE_BYTES_PER_PIXEL, _EXAMPLE_BYTES_BESIDE_PIXELS
 
 
 def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
-    drawings = inputs.total_size(paths) // _INPUT_BYTES_PER_DRAWING if paths else 0
+    drawings = inputs.expanded_size(paths) // _INPUT_BYTES_PER_DRAWING
     return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 
@@ -262,7 +261,7 @@ class DrawingsToExamples(beam.PTransform):
             paths=self._paths, temp_dir=temp_dir, range_bits=range_bits, filters=self._filters, source_format=source_format, max_points=max_points,
             rdp_epsilon=rdp_epsilon, image_size=image_size, line_width=line_width, split_ratios=split_ratios,
             num_shards=num_shards, samples_per_class=self._samples, keys_per_class=max_per_category)
-        self._write = WriteExampleShardFn(directory, self._file_names, compression, range_bits)
+        self._write = WriteExampleShardFn(directory, self._file_names, compression)
 
     def expand(self, pbegin):
         encoded = (

@@ -5,15 +5,18 @@ is (key_hi, key_lo, its bytes)), `record` (its bytes) and any column the writer 
 A DoFn adds a batch's rows per output shard to a SpillBuffer; when it is full, and at the
 end of the bundle, each shard's rows are written to a run file and only (shard, path) goes
 through the shuffle: the runner moves file names, not records. A run file (Arrow IPC) holds
-one record batch per key range, the top `range_bits` bits of key_hi (hashes, so ranges are
-even). The shard's writer reads one key range of every run at a time, sorts it and writes
-it, so it holds one key range in memory, never the shard, and the order does not depend on
-how the runner cut bundles.
+one record batch per key range, the top `range_bits` bits of key_hi. key_hi is a hash, so
+the ranges are about even, as long as no key_hi value is shared by a large part of the rows
+(only exact duplicate records share one in these jobs). The shard's writer reads one key
+range of every run at a time, sorts it and writes it, so it holds one key range in memory,
+not the shard, and the order does not depend on how the runner cut bundles.
 """
 
+import contextlib
+import json
 import math
 import uuid
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -28,7 +31,7 @@ KEY_HI, KEY_LO, RECORD = "key_hi", "key_lo", "record"
 _SORT_KEYS = [(KEY_HI, "ascending"), (KEY_LO, "ascending"), (RECORD, "ascending")]
 _RANGE_BYTES = 32 << 20  # about this much of a shard per key range
 _MAX_RANGE_BITS = 12
-_MAX_OPEN_RUNS = 256  # more runs are first combined, this many at a time
+_MAX_OPEN_RUNS = 64  # more runs are first combined, this many at a time
 
 
 def range_bits_for(expected_bytes: int) -> int:
@@ -45,7 +48,8 @@ def line_orders(file_index, lines) -> np.ndarray:
     one index for all lines, or one per line)."""
     lines, files = np.asarray(lines, dtype=np.uint64), np.asarray(file_index, dtype=np.uint64)
     if (lines.size and int(lines.max()) >> _LINE_BITS) or (files.size and int(files.max()) >> (64 - _LINE_BITS)):
-        raise ValueError(f"line {int(lines.max())} or file index {int(files.max())} too large for a record's sort key")
+        raise ValueError(f"line {int(lines.max()) if lines.size else 0} or file index {int(files.max())} too large "
+                         "for a record's sort key")
     return lines | (files << np.uint64(_LINE_BITS))
 
 
@@ -108,7 +112,8 @@ class SpillBuffer:
                                                        dtype=np.uint64)).tolist()
             name = "-".join(str(part) for part in shard_keys[index])
             path = outputs.join(self._temp_dir, f"{name}-{uuid.uuid4().hex}.arrow")
-            _write_ranges(path, table.schema, (table.slice(begin, end - begin) for begin, end in zip(bounds, bounds[1:])))
+            _write_ranges(path, table.schema, {key_range: table.slice(begin, end - begin) for key_range, (begin, end)
+                                               in enumerate(zip(bounds, bounds[1:])) if end > begin})
             yield shard_keys[index], path
 
     def drain(self):
@@ -145,42 +150,70 @@ def _one_batch(table: pa.Table) -> pa.RecordBatch:
         schema=table.schema)
 
 
-def _write_ranges(path: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+_RANGES_KEY = b"key_ranges"  # schema metadata of a run: the key range of each record batch, in order
+
+
+def _write_ranges(path: str, schema: pa.Schema, ranges: Dict[int, pa.Table]) -> None:
+    """A run file: one record batch per non-empty key range, the ranges listed in its schema."""
+    schema = schema.with_metadata({_RANGES_KEY: json.dumps(sorted(ranges)).encode()})
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         with pa.ipc.new_file(handle, schema) as writer:
-            for table in tables:
-                writer.write_batch(_one_batch(table))
+            for key_range in sorted(ranges):
+                writer.write_batch(_one_batch(ranges[key_range]).replace_schema_metadata(schema.metadata))
 
 
-def _open_run(path: str) -> pa.ipc.RecordBatchFileReader:
-    # Read, not memory-mapped: mapped pages of every run would stay in the process's memory.
-    return pa.ipc.open_file(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+class _Run:
+    """An open run file: its rows of one key range at a time."""
+
+    def __init__(self, path: str):
+        # Read, not memory-mapped: mapped pages of every run would stay in the process's memory.
+        self._handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        self._reader = pa.ipc.open_file(self._handle)
+        self.schema = self._reader.schema
+        self.ranges = {key_range: batch for batch, key_range in enumerate(json.loads(self.schema.metadata[_RANGES_KEY]))}
+
+    def batch(self, key_range: int) -> Optional[pa.RecordBatch]:
+        index = self.ranges.get(key_range)
+        return None if index is None else self._reader.get_batch(index)
+
+    def close(self) -> None:
+        self._handle.close()
 
 
-def _combine(paths: List[str], range_bits: int) -> str:
-    """One run holding the rows of `paths`, range by range."""
-    readers = [_open_run(path) for path in paths]
+def _range_tables(runs: List[_Run]) -> Iterator[Tuple[int, pa.Table]]:
+    """(key range, every run's rows of it) for each key range some run holds, in order."""
+    for key_range in sorted(set().union(*(run.ranges for run in runs))):
+        yield key_range, pa.Table.from_batches(
+            [batch for batch in (run.batch(key_range) for run in runs) if batch is not None], schema=runs[0].schema)
+
+
+def _combine(paths: List[str]) -> str:
+    """One run holding the rows of `paths`."""
     combined = f"{paths[0]}.{uuid.uuid4().hex[:8]}.combined.arrow"
-    _write_ranges(combined, readers[0].schema, (
-        pa.Table.from_batches([reader.get_batch(index) for reader in readers])
-        for index in range(1 << range_bits)))
+    with contextlib.ExitStack() as stack:
+        runs = [_Run(path) for path in paths]
+        for run in runs:
+            stack.callback(run.close)
+        _write_ranges(combined, runs[0].schema, dict(_range_tables(runs)))
     return combined
 
 
-def sorted_ranges(paths: Iterable[str], range_bits: int) -> Iterator[pa.Table]:
+def sorted_ranges(paths: Iterable[str]) -> Iterator[pa.Table]:
     """The runs' rows, one key range at a time, sorted by (key_hi, key_lo, record)."""
     paths = sorted(paths)
     while len(paths) > _MAX_OPEN_RUNS:
-        paths = [_combine(paths[start:start + _MAX_OPEN_RUNS], range_bits)
-                 for start in range(0, len(paths), _MAX_OPEN_RUNS)]
-    readers = [_open_run(path) for path in paths]
-    for index in range(1 << range_bits if readers else 0):
-        table = pa.Table.from_batches([reader.get_batch(index) for reader in readers])
-        if table.num_rows:
+        paths = [_combine(paths[start:start + _MAX_OPEN_RUNS]) for start in range(0, len(paths), _MAX_OPEN_RUNS)]
+    if not paths:
+        return
+    with contextlib.ExitStack() as stack:
+        runs = [_Run(path) for path in paths]
+        for run in runs:
+            stack.callback(run.close)
+        for _, table in _range_tables(runs):
             yield table.take(pc.sort_indices(table, sort_keys=_SORT_KEYS))
 
 
-def write_shard(path: str, runs: Iterable[str], range_bits: int, write: Callable[[str, Iterator[pa.Array]], None],
+def write_shard(path: str, runs: Iterable[str], write: Callable[[str, Iterator[pa.Array]], None],
                 to_records: Callable[[pa.Table], pa.Array] = lambda table: table.column(RECORD)) -> int:
     """Writes the runs' rows in order with `write(path, record arrays)`, each sorted key range
     as `to_records(table)` (which may leave rows out); returns the number of records written."""
@@ -188,7 +221,7 @@ def write_shard(path: str, runs: Iterable[str], range_bits: int, write: Callable
 
     def record_arrays():
         nonlocal written
-        for table in sorted_ranges(runs, range_bits):
+        for table in sorted_ranges(runs):
             records = to_records(table)
             if isinstance(records, pa.ChunkedArray):
                 records = pa.concat_arrays(records.chunks) if records.num_chunks else pa.array([], records.type)
@@ -199,9 +232,9 @@ def write_shard(path: str, runs: Iterable[str], range_bits: int, write: Callable
     return written
 
 
-def _write_shard(shard_runs, directory: str, file_names: Dict, range_bits: int, write: Callable) -> Tuple:
+def _write_shard(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:
     shard_key, paths = shard_runs
-    return shard_key, write_shard(outputs.join(directory, file_names[shard_key]), paths, range_bits, write)
+    return shard_key, write_shard(outputs.join(directory, file_names[shard_key]), paths, write)
 
 
 class WriteSpilledShards(beam.PTransform):
@@ -213,14 +246,13 @@ class WriteSpilledShards(beam.PTransform):
     holds `(shard_key, record_count)` per file.
     """
 
-    def __init__(self, directory: str, file_names: Dict, range_bits: int, write: Callable):
+    def __init__(self, directory: str, file_names: Dict, write: Callable):
         super().__init__()
-        self._directory, self._file_names, self._range_bits, self._write = (
-            directory, dict(file_names), range_bits, write)
+        self._directory, self._file_names, self._write = directory, dict(file_names), write
 
     def expand(self, runs):
         return (
             runs
             | "GroupByShard" >> outputs.GroupByShard(self._file_names)
-            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._range_bits, self._write)
+            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
         )

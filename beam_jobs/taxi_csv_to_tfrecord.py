@@ -107,14 +107,15 @@ def encode_examples(values: Dict[str, pa.Array], types: Dict[str, str]) -> pa.Ar
 
 
 class CsvToExamplesFn(runs.SpillingDoFn):
-    """A CSV file (FileColumns) -> ((split, shard), sorted run file of Examples); dead letters
+    """A CSV file (FileColumns) -> ((split, shard), run file of Examples); dead letters
     and counts tagged.
 
     The file is read whole here (line numbers need it), in batches of records that are
     converted and encoded together; batches never leave the DoFn, as Beam would pickle them
     to estimate their size. Examples are spilled to run files in `temp_dir`
     (runs.SpillBuffer), so only file names go through the shuffle. The order inside a
-    shard is the split key's hash, then the file and line.
+    shard is the hash of the whole record (also with --split_key: a few split key values
+    would make key ranges of very different sizes), then the file and line.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
@@ -148,16 +149,15 @@ class CsvToExamplesFn(runs.SpillingDoFn):
         self._progress.add(batch.read)
         if batch.lines:
             examples = encode_examples(batch.values, self._types)
-            texts = (batch.texts[self._split_key] if self._split_key
-                     else pc.binary_join_element_wise(*batch.texts.values(), "\x1f"))
-            keys = texts.cast(pa.binary()).to_pylist()
+            rows = pc.binary_join_element_wise(*batch.texts.values(), "\x1f").cast(pa.binary()).to_pylist()
+            keys = batch.texts[self._split_key].cast(pa.binary()).to_pylist() if self._split_key else rows
             split_of = splits.split_indices(keys, self._split_ratios)
             for split_index, n in enumerate(np.bincount(split_of, minlength=len(splits.SPLIT_NAMES)).tolist()):
                 if n:
                     counts["written." + splits.SPLIT_NAMES[split_index]] = n
             shard_of = splits.shard_indices(keys, self._num_shards)
             orders = runs.line_orders(self._path_index[batch.path], batch.lines)
-            self._runs.add(runs.rows(splits.key_hashes(keys), orders, examples), self._shard_keys,
+            self._runs.add(runs.rows(splits.key_hashes(rows), orders, examples), self._shard_keys,
                            split_of.astype(np.int64) * self._num_shards + shard_of)
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if self._runs.full:
@@ -165,7 +165,7 @@ class CsvToExamplesFn(runs.SpillingDoFn):
 
 
 class CsvResult(NamedTuple):
-    runs: beam.PCollection  # ((split, shard), sorted run file of serialized Examples)
+    runs: beam.PCollection  # ((split, shard), run file of serialized Examples)
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
 
@@ -174,7 +174,7 @@ class CsvToExamples(beam.PTransform):
     """CSV files -> Examples by shard, dead letters and counts.
 
         result = pipeline | CsvToExamples(resolve_columns(paths, types, None), temp_dir=tmp, types=types)
-        result.runs | runs.WriteSpilledShards(directory, file_names, to_examples.range_bits, write)
+        result.runs | runs.WriteSpilledShards(directory, file_names, write)
     """
 
     # A serialized Example takes about this many times its CSV line (for runs.range_bits_for).
@@ -188,9 +188,8 @@ class CsvToExamples(beam.PTransform):
             raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
         self._files = list(files)
         paths = [f.path for f in self._files]
-        self.range_bits = runs.range_bits_for(
-            inputs.total_size(paths) * self._EXAMPLE_BYTES_PER_CSV_BYTE // num_shards if paths else 0)
-        self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, range_bits=self.range_bits, types=types,
+        range_bits = runs.range_bits_for(inputs.expanded_size(paths) * self._EXAMPLE_BYTES_PER_CSV_BYTE // num_shards)
+        self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, range_bits=range_bits, types=types,
                                    split_key=split_key, split_ratios=split_ratios, num_shards=num_shards,
                                    batch_size=batch_size)
 
@@ -248,7 +247,7 @@ def run(argv=None) -> dict:
         with beam.Pipeline(options=pipeline_options) as pipeline:
             result = pipeline | "CsvToExamples" >> to_examples
             _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
-                staged.staging_dir, example_files, to_examples.range_bits,
+                staged.staging_dir, example_files,
                 lambda path, records: outputs.write_tfrecords(path, records, args.compression))
             _ = (
                 result.dead_letters

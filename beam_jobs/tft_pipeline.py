@@ -226,6 +226,9 @@ class EncodeTransformedFn(runs.SpillingDoFn):
         # holds only pass-through values that do not match the batch size).
         record_batch, _ = element
         index = record_batch.schema.get_field_index(ORDER_COLUMN)
+        if index < 0:  # TFT puts pass-through values aside when the batch size changes
+            raise ValueError("the preprocessing_fn changed the number of rows of a batch; the transformed "
+                             "Examples can then not be matched to their raw Examples (one output row per input row)")
         hashes = record_batch.column(index).flatten().to_numpy()
         keep = [i for i in range(record_batch.num_columns) if i != index]
         record_batch = pa.RecordBatch.from_arrays([record_batch.column(i) for i in keep],
@@ -240,7 +243,7 @@ class EncodeTransformedFn(runs.SpillingDoFn):
 
 
 class TransformedSplits(NamedTuple):
-    runs: beam.PCollection  # ((split, shard), sorted run file of Example bytes)
+    runs: beam.PCollection  # ((split, shard), run file of Example bytes)
     counts: beam.PCollection  # {name: n}
 
 
@@ -275,11 +278,10 @@ def add_output_args(parser) -> None:
                              "images); fixed so outputs are reproducible.")
 
 
-def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str,
-                  range_bits: int) -> None:
+def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str) -> None:
     """Transformed Examples as sorted shards per split, and the counts for run_summary.json."""
     _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
-        staging_dir, example_files(num_shards, compression), range_bits,
+        staging_dir, example_files(num_shards, compression),
         lambda path, records: outputs.write_tfrecords(path, records, compression))
     _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staging_dir)
 
@@ -316,10 +318,10 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
                 raw, tensor_adapter_config = read_raw_splits(pipeline, files, decoder_path, args.batch_size)
                 # Transformed Examples take about as many bytes as the raw ones (runs.range_bits_for).
                 range_bits = runs.range_bits_for(
-                    inputs.total_size([path for paths in files.values() for path in paths]) // args.num_shards)
+                    inputs.expanded_size([path for paths in files.values() for path in paths]) // args.num_shards)
                 result = transform_splits(job, raw, tensor_adapter_config, transform_fn, args.num_shards,
                                           staged.temp_dir, range_bits)
-                write_outputs(result, staged.staging_dir, args.num_shards, args.compression, range_bits)
+                write_outputs(result, staged.staging_dir, args.num_shards, args.compression)
         summary = build_summary(staged.read_counts(), dict(
             extra, transform_fn=outputs.join(transform_dir, TRANSFORM_FN_DIR),
             options=dict(sorted(vars(args).items()))))

@@ -11,13 +11,20 @@ from beam_jobs import outputs, runs, splits
 RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]
 
 
+def chunks(records, size=1024):
+    """Records as binary arrays of up to `size`, as a job hands them to write_tfrecords."""
+    import pyarrow as pa
+
+    return [pa.array(records[start:start + size], pa.binary()) for start in range(0, len(records), size)]
+
+
 @pytest.mark.parametrize("records", [
     RECORDS,
     [bytes([i % 251]) * (i % 97) for i in range(10_000)],  # several chunks of 1,024 records, in order
 ], ids=["odd_records", "many_chunks"])
 def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
     ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
-    outputs.write_tfrecords(ours, outputs.record_arrays(iter(records), chunk=1024), "none")
+    outputs.write_tfrecords(ours, chunks(records), "none")
     with tf.io.TFRecordWriter(theirs) as writer:
         for record in records:
             writer.write(record)
@@ -26,10 +33,10 @@ def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
 
 def test_gzip_tfrecords_read_back_with_tf_data(tmp_path):
     path = str(tmp_path / "ours.tfrecord.gz")
-    outputs.write_tfrecords(path, outputs.record_arrays(iter(RECORDS)), "gzip")
+    outputs.write_tfrecords(path, chunks(RECORDS, 3), "gzip")
     assert [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")] == RECORDS
     again = str(tmp_path / "again.tfrecord.gz")
-    outputs.write_tfrecords(again, outputs.record_arrays(iter(RECORDS)), "gzip")
+    outputs.write_tfrecords(again, chunks(RECORDS, 3), "gzip")
     assert open(path, "rb").read() == open(again, "rb").read()
 
 
@@ -116,7 +123,7 @@ def test_spilled_runs_merge_into_sorted_shards_and_empty_shards_exist(tmp_path, 
     names = {("a", 0): "a0.txt", ("a", 1): "a1.txt", ("b", 0): "b0.txt"}
     expected = {shard: [record for key, lo, record in sorted(rows) if key // 2**63 == shard] for shard in (0, 1)}
     with TestPipeline() as pipeline:
-        written = (pipeline | beam.Create(paths) | runs.WriteSpilledShards(str(out_dir), names, range_bits, _lines))
+        written = (pipeline | beam.Create(paths) | runs.WriteSpilledShards(str(out_dir), names, _lines))
         assert_that(written, equal_to([(("a", 0), len(expected[0])), (("a", 1), len(expected[1])), (("b", 0), 0)]))
     for shard, name in ((0, "a0.txt"), (1, "a1.txt")):
         assert (out_dir / name).read_bytes().split(b"\n")[:-1] == expected[shard]
@@ -147,8 +154,29 @@ def test_more_runs_than_the_merge_opens_at_once_still_merge_in_order(tmp_path, m
         buffer.add(runs.rows(np.array([r[0] for r in part], np.uint64), np.zeros(len(part), np.uint64),
                              pa.array([r[2] for r in part])), [("all",)], np.zeros(len(part), np.int64))
         paths.extend(path for _, path in buffer.spill())
-    merged = [record for table in runs.sorted_ranges(paths, 2) for record in table.column(runs.RECORD).to_pylist()]
+    merged = [record for table in runs.sorted_ranges(paths) for record in table.column(runs.RECORD).to_pylist()]
     assert merged == [record for _, _, record in sorted(rows)]
+
+
+def test_a_null_record_is_refused_not_dropped(tmp_path):
+    import pyarrow as pa
+
+    with pytest.raises(ValueError, match="1 of 3 records are null"):
+        outputs.write_tfrecords(str(tmp_path / "x.tfrecord"), [pa.array([b"a", None, b"b"])], "none")
+
+
+def test_a_run_file_holds_only_its_nonempty_key_ranges(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    buffer = runs.SpillBuffer(str(tmp_path), range_bits=12)
+    keys = np.array([5, 2**63 + 9, 5], np.uint64)  # key ranges 0 and 2048 of 4096
+    buffer.add(runs.rows(keys, np.array([2, 1, 0], np.uint64), pa.array([b"c", b"z", b"a"])), [("all",)],
+               np.zeros(3, np.int64))
+    [(_, path)] = list(buffer.spill())
+    with pa.ipc.open_file(path) as reader:
+        assert reader.num_record_batches == 2
+    assert [t.column(runs.RECORD).to_pylist() for t in runs.sorted_ranges([path])] == [[b"a", b"c"], [b"z"]]
 
 
 def test_split_boundaries_are_the_step_by_step_rounded_sums():

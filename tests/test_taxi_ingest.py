@@ -5,6 +5,7 @@ Expected values come from Python's csv module and plain float/int parsing, not f
 
 import csv
 import glob
+import hashlib
 import json
 import math
 import subprocess
@@ -164,6 +165,19 @@ def test_headerless_file_with_column_names_and_split_key(tmp_path):
             others = {tf.train.Example.FromString(r).features.feature["company"].bytes_list.value[0]
                       for r in read_examples(out, other)}
             assert not companies & others
+    # Inside a shard, the order is the hash of the whole record, not of the split key (whose
+    # few values would make key ranges of very different sizes): then the line.
+    lines = source.read_text().splitlines()
+    order = sorted(range(300), key=lambda i: (
+        hashlib.sha256("\x1f".join(lines[i].split(",")).encode()).digest()[:8], i))
+    fares = [round(tf.train.Example.FromString(r).features.feature["fare"].float_list.value[0], 1)
+             for r in read_examples(out, "train")]
+    assert fares == [i + 0.5 for i in order if i % 3 in {int(c[2:]) for c in train_companies(out)}]
+
+
+def train_companies(out):
+    return {tf.train.Example.FromString(r).features.feature["company"].bytes_list.value[0].decode()
+            for r in read_examples(out, "train")}
 
 
 def test_same_bytes_in_another_process_with_more_workers_and_smaller_batches(tmp_path, data_out):
