@@ -62,11 +62,12 @@ def tfrecord_frames(records: pa.Array) -> pa.Buffer:
     count = len(records)
     offsets = np.frombuffer(records.buffers()[1], np.int64)[records.offset:records.offset + count + 1]
     lengths = np.diff(offsets)
+    # A read-only numpy view: google_crc32c takes slices of it without copying each record.
     data = records.buffers()[2]
-    flat = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes() if count and data else b""
-    starts, ends = (offsets[:-1] - offsets[0]).tolist(), (offsets[1:] - offsets[0]).tolist()
-    record_crcs = _masked_crc32c(np.fromiter((google_crc32c.value(flat[a:b]) for a, b in zip(starts, ends)),
-                                             np.uint64, count))
+    flat = np.frombuffer(data if data is not None else b"", np.uint8)
+    record_crcs = _masked_crc32c(np.fromiter(
+        (google_crc32c.value(flat[begin:end]) for begin, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())),
+        np.uint64, count))
     distinct, which = np.unique(lengths, return_inverse=True)
     length_bytes = distinct.astype("<u8")
     length_crcs = _masked_crc32c(np.array([google_crc32c.value(b.tobytes()) for b in length_bytes], np.uint64))
