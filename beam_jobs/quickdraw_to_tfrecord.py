@@ -186,7 +186,7 @@ class WriteExampleShardFn(beam.DoFn):
         cap_lo = np.array([key & ((1 << 64) - 1) for key in largest], np.uint64)
         filtered = 0
 
-        def labelled(table: pa.Table) -> pa.Array:
+        def labelled(table: pa.Table) -> outputs.Suffixed:
             nonlocal filtered
             index = pc.index_in(table.column("word"), value_set=words).to_numpy()
             if caps:
@@ -194,8 +194,7 @@ class WriteExampleShardFn(beam.DoFn):
                 kept = (key_hi < cap_hi[index]) | ((key_hi == cap_hi[index]) & (key_lo <= cap_lo[index]))
                 filtered += len(kept) - int(kept.sum())
                 table, index = table.filter(pa.array(kept)), index[kept]
-            return pc.binary_join_element_wise(table.column(runs.RECORD), label_pieces.take(index),
-                                               pa.scalar(b"", pa.large_binary()))
+            return outputs.Suffixed(table.column(runs.RECORD), label_pieces.take(index))
 
         written = runs.write_shard(
             outputs.join(self._directory, self._file_names[shard_key]), run_paths,

@@ -74,20 +74,23 @@ class SpillBuffer:
 
     def __init__(self, temp_dir: str, range_bits: int, limit_bytes: int = 64 << 20):
         self._temp_dir, self._range_bits, self._limit = temp_dir, range_bits, limit_bytes
-        self._batches: List[pa.RecordBatch] = []
-        self._shards: List[np.ndarray] = []  # per batch, each row's index into _shard_keys
-        self._shard_keys: List[tuple] = []
+        self._parts: Dict[tuple, Dict[int, List[pa.RecordBatch]]] = {}  # shard key -> key range -> rows
         self._bytes = 0
 
     def add(self, batch: pa.RecordBatch, shard_keys: Sequence[tuple], which: np.ndarray) -> None:
-        """Adds each row i of `batch` (made by `rows`) to shard `shard_keys[which[i]]`."""
-        known = {key: index for index, key in enumerate(self._shard_keys)}
-        for key in shard_keys:
-            if key not in known:
-                known[key] = len(self._shard_keys)
-                self._shard_keys.append(key)
-        self._batches.append(batch)
-        self._shards.append(np.array([known[key] for key in shard_keys], np.uint64)[which])
+        """Adds each row i of `batch` (made by `rows`) to shard `shard_keys[which[i]]`.
+
+        The batch is put in (shard, key range) order here, while it is small: one take of a
+        whole spill's rows costs several times more (its records are scattered in memory)."""
+        places = (np.asarray(which, np.uint64) << np.uint64(self._range_bits)) | _key_ranges(batch, self._range_bits)
+        order = np.argsort(places, kind="stable")
+        batch, places = batch.take(pa.array(order)), places[order]
+        bounds = [0, *(np.flatnonzero(places[1:] != places[:-1]) + 1).tolist(), len(places)]
+        for begin, end in zip(bounds, bounds[1:]):
+            if end > begin:
+                place = int(places[begin])
+                ranges = self._parts.setdefault(shard_keys[place >> self._range_bits], {})
+                ranges.setdefault(place & ((1 << self._range_bits) - 1), []).append(batch.slice(begin, end - begin))
         self._bytes += batch.nbytes
 
     @property
@@ -95,26 +98,15 @@ class SpillBuffer:
         return self._bytes > self._limit
 
     def spill(self) -> Iterator[Tuple[tuple, str]]:
-        """(shard_key, run path) per shard buffered; the buffer is empty afterwards.
-
-        The rows are put in (shard, key range) order with one take, then each shard's slice is
-        written as its run."""
-        if not self._batches:
-            return
-        table, shards, shard_keys = pa.Table.from_batches(self._batches), np.concatenate(self._shards), self._shard_keys
-        self._batches, self._shards, self._shard_keys, self._bytes = [], [], [], 0
-        places = (shards << np.uint64(self._range_bits)) | _key_ranges(table, self._range_bits)
-        order = np.argsort(places, kind="stable")
-        table, places = table.take(order), places[order]
-        per_shard = 1 << self._range_bits
-        for index in sorted(np.unique(shards).tolist(), key=lambda i: shard_keys[i]):
-            bounds = np.searchsorted(places, np.arange(index * per_shard, (index + 1) * per_shard + 1,
-                                                       dtype=np.uint64)).tolist()
-            name = "-".join(str(part) for part in shard_keys[index])
+        """(shard_key, run path) per shard buffered; the buffer is empty afterwards."""
+        parts, self._parts, self._bytes = self._parts, {}, 0
+        for shard_key, ranges in sorted(parts.items()):
+            name = "-".join(str(part) for part in shard_key)
             path = outputs.join(self._temp_dir, f"{name}-{uuid.uuid4().hex}.arrow")
-            _write_ranges(path, table.schema, {key_range: table.slice(begin, end - begin) for key_range, (begin, end)
-                                               in enumerate(zip(bounds, bounds[1:])) if end > begin})
-            yield shard_keys[index], path
+            schema = next(iter(ranges.values()))[0].schema
+            _write_ranges(path, schema, {key_range: pa.Table.from_batches(batches)
+                                         for key_range, batches in ranges.items()})
+            yield shard_key, path
 
     def drain(self):
         """What finish_bundle yields: the run of every shard still buffered."""
@@ -137,8 +129,8 @@ class SpillingDoFn(beam.DoFn):
         yield from self._runs.drain()
 
 
-def _key_ranges(table: pa.Table, range_bits: int) -> np.ndarray:
-    key_hi = table.column(KEY_HI).to_numpy()
+def _key_ranges(batch: pa.RecordBatch, range_bits: int) -> np.ndarray:
+    key_hi = batch.column(KEY_HI).to_numpy()
     if not range_bits:
         return np.zeros(len(key_hi), np.uint64)
     return key_hi >> np.uint64(64 - range_bits)
@@ -222,29 +214,35 @@ def sorted_ranges(paths: Iterable[str]) -> Iterator[pa.Table]:
             yield table.take(pc.sort_indices(table, sort_keys=_SORT_KEYS))
 
 
-def write_shard(path: str, runs: Iterable[str], write: Callable[[str, Iterator[pa.Array]], None],
-                to_records: Callable[[pa.Table], pa.Array] = lambda table: table.column(RECORD)) -> int:
+def write_shard(path: str, runs: Iterable[str], write: Callable[[str, Iterator], None],
+                to_records: Callable = lambda table: table.column(RECORD)) -> int:
     """Writes the runs' rows in order with `write(path, record arrays)`, each sorted key range
-    as `to_records(table)` (which may leave rows out); returns the number of records written."""
+    as `to_records(table)`: its records (which may leave rows out), or outputs.Suffixed.
+    Returns the number of records written."""
     written = 0
 
     def record_arrays():
         nonlocal written
         for table in sorted_ranges(runs):
             records = to_records(table)
-            if isinstance(records, pa.ChunkedArray):
+            if isinstance(records, outputs.Suffixed):
+                records = outputs.Suffixed(*map(_one_array, records))
+                written += len(records.records)
+            else:
                 records = _one_array(records)
-            written += len(records)
+                written += len(records)
             yield records
 
     write(path, record_arrays())
     return written
 
 
-def _one_array(chunked: pa.ChunkedArray) -> pa.Array:
-    if chunked.num_chunks == 1:  # as after a take: no copy
-        return chunked.chunk(0)
-    return pa.concat_arrays(chunked.chunks) if chunked.num_chunks else pa.array([], chunked.type)
+def _one_array(array) -> pa.Array:
+    if not isinstance(array, pa.ChunkedArray):
+        return array
+    if array.num_chunks == 1:  # as after a take: no copy
+        return array.chunk(0)
+    return pa.concat_arrays(array.chunks) if array.num_chunks else pa.array([], array.type)
 
 
 def _write_shard(shard_runs, directory: str, file_names: Dict, write: Callable) -> Tuple:

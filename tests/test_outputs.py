@@ -31,6 +31,18 @@ def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
     assert open(ours, "rb").read() == open(theirs, "rb").read()
 
 
+def test_suffixed_records_are_framed_as_the_joined_records(tmp_path):
+    import pyarrow as pa
+
+    suffixes = [bytes([i % 7]) * (i % 3) for i in range(len(RECORDS))]
+    ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
+    outputs.write_tfrecords(ours, [outputs.Suffixed(pa.array(RECORDS, pa.binary()), pa.array(suffixes))], "none")
+    with tf.io.TFRecordWriter(theirs) as writer:
+        for record, suffix in zip(RECORDS, suffixes):
+            writer.write(record + suffix)
+    assert open(ours, "rb").read() == open(theirs, "rb").read()
+
+
 def test_gzip_tfrecords_read_back_with_tf_data(tmp_path):
     path = str(tmp_path / "ours.tfrecord.gz")
     outputs.write_tfrecords(path, chunks(RECORDS, 3), "gzip")
