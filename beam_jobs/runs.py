@@ -155,30 +155,21 @@ def _write_ranges(path: str, schema: pa.Schema, ranges: Dict[int, pa.Table]) -> 
 
 
 class _Run:
-    """An open run file: its rows of one key range at a time.
-
-    A local run is memory-mapped anew for each range, so the pages of a range leave the
-    process's memory with its rows (a map held open would keep every page read so far);
-    another file system's run is read through one open handle.
-    """
+    """An open run file: its rows of one key range at a time. Read, not memory-mapped: the
+    pages of a mapped run would stay in the process's memory once read."""
 
     def __init__(self, path: str):
-        self._path, self._local = path, "://" not in path
-        self._handle = None if self._local else FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        reader = self._reader()
-        self.schema = reader.schema
+        self._handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        self._reader = pa.ipc.open_file(self._handle)
+        self.schema = self._reader.schema
         self.ranges = {key_range: batch for batch, key_range in enumerate(json.loads(self.schema.metadata[_RANGES_KEY]))}
-
-    def _reader(self) -> pa.ipc.RecordBatchFileReader:
-        return pa.ipc.open_file(pa.memory_map(self._path) if self._local else self._handle)
 
     def batch(self, key_range: int) -> Optional[pa.RecordBatch]:
         index = self.ranges.get(key_range)
-        return None if index is None else self._reader().get_batch(index)
+        return None if index is None else self._reader.get_batch(index)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        self._handle.close()
 
 
 def _range_tables(runs: List[_Run]) -> Iterator[Tuple[int, pa.Table]]:
