@@ -71,7 +71,7 @@ def _column_pieces(name: str, column: pa.Array) -> List[pa.Array]:
         sizes = pc.binary_length(strings).to_numpy(zero_copy_only=False).astype(np.int64)
         prefixes = _rows_of([_fixed(_FIELD_1, len(sizes)), _varints(sizes)], len(sizes))
         joined = pc.binary_join_element_wise(prefixes, strings, _EMPTY)
-        values, value_offsets = joined.buffers()[2], _large_offsets(joined)[offsets]
+        values, value_offsets = joined.buffers()[2], binary_offsets(joined)[offsets]
     counts = np.diff(offsets)
     body_sizes = np.diff(value_offsets)
     segments = []
@@ -154,8 +154,17 @@ def _starts(lengths: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _large_offsets(array: pa.LargeBinaryArray) -> np.ndarray:
+def binary_offsets(array: pa.LargeBinaryArray) -> np.ndarray:
+    """The value offsets of a large_binary array (of its slice), as numpy int64."""
     return np.frombuffer(array.buffers()[1], np.int64)[array.offset:array.offset + len(array) + 1]
+
+
+def fixed_width_binary(rows: np.ndarray, validity: Optional[pa.Buffer] = None) -> pa.LargeBinaryArray:
+    """A large_binary array of the rows of a [n, width] uint8 array (no copy when contiguous)."""
+    count, width = rows.shape
+    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int64)
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), count,
+                                            [validity, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(rows))])
 
 
 def _rows_of(segments, rows: int, validity: Optional[pa.Buffer] = None) -> pa.LargeBinaryArray:
@@ -168,10 +177,8 @@ def _rows_of(segments, rows: int, validity: Optional[pa.Buffer] = None) -> pa.La
         dense[:, column:column + digits.shape[1]] = digits
         column += digits.shape[1]
     if all(used is None or (digits.shape[1] == 1 and (not rows or used.min() == 1)) for digits, used in segments):
-        data, sizes = dense, np.full(rows, width, np.int64)  # every row uses every byte: no gaps
-    else:
-        keep = np.hstack([np.ones(digits.shape, bool) if used is None else _within(digits, used)
-                          for digits, used in segments])
-        data, sizes = dense[keep], keep.sum(axis=1)
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), rows,
-                                            [validity, pa.py_buffer(_starts(sizes)), pa.py_buffer(data)])
+        return fixed_width_binary(dense, validity)  # every row uses every byte: no gaps
+    keep = np.hstack([np.ones(digits.shape, bool) if used is None else _within(digits, used)
+                      for digits, used in segments])
+    starts = pa.py_buffer(_starts(keep.sum(axis=1)))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), rows, [validity, starts, pa.py_buffer(dense[keep])])

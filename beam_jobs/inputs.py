@@ -8,7 +8,7 @@ of many files spreads over workers; one huge file is read by one worker.
 
 import gzip
 import zlib
-from typing import Iterable, Iterator, List, NamedTuple, Sequence
+from typing import Iterable, Iterator, List, NamedTuple, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -42,8 +42,13 @@ def expand_patterns(patterns: Sequence[str]) -> List[str]:
 
 
 def total_size(paths: Iterable[str]) -> int:
+    return sum(size for _, size in _sizes(paths))
+
+
+def _sizes(paths: Iterable[str]) -> List[Tuple[str, int]]:
     paths = list(paths)
-    return sum(result.metadata_list[0].size_in_bytes for result in FileSystems.match(paths)) if paths else 0
+    return [(path, result.metadata_list[0].size_in_bytes)
+            for path, result in zip(paths, FileSystems.match(paths))] if paths else []
 
 
 # A gzip file holds about this many times its size (text and TFRecords of Examples).
@@ -52,8 +57,7 @@ _GZIP_RATIO = 5
 
 def expanded_size(paths: Iterable[str]) -> int:
     """About how many bytes the files hold once decompressed (an estimate, for sizing buffers)."""
-    paths = list(paths)
-    return total_size(paths) + (_GZIP_RATIO - 1) * total_size([path for path in paths if path.endswith(".gz")])
+    return sum(size * (_GZIP_RATIO if path.endswith(".gz") else 1) for path, size in _sizes(paths))
 
 
 def _open(path: str):

@@ -27,7 +27,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_jobs.splits import SPLIT_NAMES
+from beam_jobs import example_bytes
+from beam_jobs.splits import SPLIT_NAMES, shard_keys
 
 RUN_SUMMARY = "run_summary.json"
 COUNTS_FILE = "_counts.json"
@@ -44,6 +45,12 @@ def shard_name(prefix: str, shard: int, num_shards: int, suffix: str) -> str:
 
 def tfrecord_suffix(compression: str) -> str:
     return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+
+
+def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:
+    """(split, shard) -> the name of its Example TFRecord file."""
+    suffix = tfrecord_suffix(compression)
+    return {(split, shard): shard_name(split, shard, num_shards, suffix) for split, shard in shard_keys(num_shards)}
 
 
 def _masked_crc32c(crcs: np.ndarray) -> np.ndarray:
@@ -69,7 +76,7 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     if records.null_count:
         raise ValueError(f"{records.null_count} of {len(records)} records are null: a TFRecord holds bytes")
     count = len(records)
-    offsets = np.frombuffer(records.buffers()[1], np.int64)[records.offset:records.offset + count + 1]
+    offsets = example_bytes.binary_offsets(records)
     lengths = np.diff(offsets)
     # A read-only numpy view: google_crc32c takes slices of it without copying each record.
     data = records.buffers()[2]
@@ -92,17 +99,12 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     headers[:, :8] = length_bytes.view(np.uint8).reshape(-1, 8)[which]
     headers[:, 8:] = length_crcs.view(np.uint8).reshape(-1, 4)[which]
     framed = pc.binary_join_element_wise(
-        _fixed_width(headers), *pieces, _fixed_width(record_crcs.view(np.uint8).reshape(-1, 4)),
+        example_bytes.fixed_width_binary(headers), *pieces,
+        example_bytes.fixed_width_binary(record_crcs.view(np.uint8).reshape(-1, 4)),
         pa.scalar(b"", pa.large_binary()))
-    framed_offsets = np.frombuffer(framed.buffers()[1], np.int64)
-    return framed.buffers()[2].slice(0, int(framed_offsets[count])) if count else pa.py_buffer(b"")
-
-
-def _fixed_width(rows: np.ndarray) -> pa.LargeBinaryArray:
-    count, width = rows.shape
-    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int64)
-    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), count,
-                                            [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(rows))])
+    if not count:
+        return pa.py_buffer(b"")
+    return framed.buffers()[2].slice(0, int(example_bytes.binary_offsets(framed)[count]))
 
 
 def write_tfrecords(path: str, record_arrays: Iterable, compression: str) -> None:

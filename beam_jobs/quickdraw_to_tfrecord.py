@@ -89,7 +89,7 @@ class DrawingsToRunsFn(runs.SpillingDoFn):
     def __init__(self, *, paths, temp_dir, range_bits, filters, source_format, max_points, rdp_epsilon, image_size,
                  line_width, split_ratios, num_shards, samples_per_class, keys_per_class):
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
-        self._shard_keys = [(split, shard) for split in splits.SPLIT_NAMES for shard in range(num_shards)]
+        self._shard_keys = splits.shard_keys(num_shards)
         super().__init__(temp_dir, range_bits)
         self._filters = filters
         self._source_format, self._max_points, self._rdp_epsilon = source_format, max_points, rdp_epsilon
@@ -153,7 +153,7 @@ class DrawingsToRunsFn(runs.SpillingDoFn):
         encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(batch, self._image_size))
         key_lo = runs.line_orders(self._path_index[path], batch.lines)
         self._runs.add(runs.rows(batch.key_hashes, key_lo, encoded, word=pa.array(batch.words, pa.large_string())),
-                       self._shard_keys, batch.split.astype(np.int64) * self._num_shards + batch.shard)
+                       self._shard_keys, splits.shard_key_indices(batch.split, batch.shard, self._num_shards))
         self._words.update(batch.words)
         for word, key, image in zip(batch.words, runs.as_ints(batch.key_hashes, key_lo), batch.images):
             self._samples.add(word, key, image)
@@ -250,11 +250,7 @@ class DrawingsToExamples(beam.PTransform):
         self._max_per_category = max_per_category
         # The first drawings by sort key are kept by a cap too, so samples are always written ones.
         self._samples = min(SAMPLES_PER_CLASS, max_per_category or SAMPLES_PER_CLASS)
-        suffix = outputs.tfrecord_suffix(compression)
-        self._file_names = {
-            (split, shard): outputs.shard_name(split, shard, num_shards, suffix)
-            for split in splits.SPLIT_NAMES for shard in range(num_shards)
-        }
+        self._file_names = outputs.example_files(num_shards, compression)
         range_bits = runs.range_bits_for(example_bytes_estimate(self._paths, image_size) // num_shards)
         self._to_runs = DrawingsToRunsFn(
             paths=self._paths, temp_dir=temp_dir, range_bits=range_bits, filters=self._filters, source_format=source_format, max_points=max_points,

@@ -179,13 +179,20 @@ def _range_tables(runs: List[_Run]) -> Iterator[Tuple[int, pa.Table]]:
             [batch for batch in (run.batch(key_range) for run in runs) if batch is not None], schema=runs[0].schema)
 
 
+@contextlib.contextmanager
+def _opened(paths: List[str]) -> Iterator[List[_Run]]:
+    with contextlib.ExitStack() as stack:
+        runs = []
+        for path in paths:
+            runs.append(_Run(path))
+            stack.callback(runs[-1].close)
+        yield runs
+
+
 def _combine(paths: List[str]) -> str:
     """One run holding the rows of `paths`."""
     combined = f"{paths[0]}.{uuid.uuid4().hex[:8]}.combined.arrow"
-    with contextlib.ExitStack() as stack:
-        runs = [_Run(path) for path in paths]
-        for run in runs:
-            stack.callback(run.close)
+    with _opened(paths) as runs:
         _write_ranges(combined, runs[0].schema, dict(_range_tables(runs)))
     return combined
 
@@ -197,10 +204,7 @@ def sorted_ranges(paths: Iterable[str]) -> Iterator[pa.Table]:
         paths = [_combine(paths[start:start + _MAX_OPEN_RUNS]) for start in range(0, len(paths), _MAX_OPEN_RUNS)]
     if not paths:
         return
-    with contextlib.ExitStack() as stack:
-        runs = [_Run(path) for path in paths]
-        for run in runs:
-            stack.callback(run.close)
+    with _opened(paths) as runs:
         for _, table in _range_tables(runs):
             yield table.take(pc.sort_indices(table, sort_keys=_SORT_KEYS))
 
@@ -241,7 +245,7 @@ def _write_shard(shard_runs, directory: str, file_names: Dict, write: Callable) 
     return shard_key, write_shard(outputs.join(directory, file_names[shard_key]), paths, write)
 
 
-class WriteSpilledShards(beam.PTransform):
+class WriteSpilledShards(outputs.WriteSortedShards):
     """`(shard_key, run path)` pairs from SpillBuffers -> one file per key of `file_names`.
 
     Each file holds its runs' records in order, written by `write(path, record arrays)`; keys
@@ -250,13 +254,4 @@ class WriteSpilledShards(beam.PTransform):
     holds `(shard_key, record_count)` per file.
     """
 
-    def __init__(self, directory: str, file_names: Dict, write: Callable):
-        super().__init__()
-        self._directory, self._file_names, self._write = directory, dict(file_names), write
-
-    def expand(self, runs):
-        return (
-            runs
-            | "GroupByShard" >> outputs.GroupByShard(self._file_names)
-            | "WriteShard" >> beam.Map(_write_shard, self._directory, self._file_names, self._write)
-        )
+    _write_group = staticmethod(_write_shard)

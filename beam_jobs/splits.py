@@ -4,7 +4,7 @@ The same key lands in the same split and shard on every run and every runner.
 """
 
 import hashlib
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +46,16 @@ def split_indices(keys: Sequence[bytes], ratios: Sequence[float]) -> np.ndarray:
     # Rounding may leave the last buckets past every bound: they go to the last used split.
     last = max(i for i, r in enumerate(ratios) if r > 0)
     return np.minimum(index, last).astype(np.int8)
+
+
+def shard_keys(num_shards: int) -> List[Tuple[str, int]]:
+    """Every output file's (split, shard), numbered as `shard_key_indices` numbers them."""
+    return [(split, shard) for split in SPLIT_NAMES for shard in range(num_shards)]
+
+
+def shard_key_indices(split_of, shard_of, num_shards: int) -> np.ndarray:
+    """Per row, the index of its (split, shard) in `shard_keys(num_shards)`."""
+    return np.asarray(split_of, np.int64) * num_shards + shard_of
 
 
 def shard_indices(keys: Sequence[bytes], num_shards: int) -> np.ndarray:

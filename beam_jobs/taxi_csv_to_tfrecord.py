@@ -125,7 +125,7 @@ class CsvToExamplesFn(runs.SpillingDoFn):
                  split_key: Optional[str], split_ratios, num_shards: int, batch_size: int):
         super().__init__(temp_dir, range_bits)
         self._path_index = {path: i for i, path in enumerate(sorted(paths))}
-        self._shard_keys = [(split, shard) for split in splits.SPLIT_NAMES for shard in range(num_shards)]
+        self._shard_keys = splits.shard_keys(num_shards)
         self._types, self._split_key = dict(types), split_key
         self._split_ratios, self._num_shards, self._batch_size = split_ratios, num_shards, batch_size
 
@@ -158,7 +158,7 @@ class CsvToExamplesFn(runs.SpillingDoFn):
             shard_of = splits.shard_indices(keys, self._num_shards)
             orders = runs.line_orders(self._path_index[batch.path], batch.lines)
             self._runs.add(runs.rows(splits.key_hashes(rows), orders, examples), self._shard_keys,
-                           split_of.astype(np.int64) * self._num_shards + shard_of)
+                           splits.shard_key_indices(split_of, shard_of, self._num_shards))
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if self._runs.full:
             yield from self._runs.spill()
@@ -230,7 +230,6 @@ def run(argv=None) -> dict:
     files = resolve_columns(paths, types, column_names)
     if args.split_key and any(args.split_key not in f.names for f in files):
         raise options.UsageError(f"--split_key {args.split_key!r} is not a column of every input file")
-    suffix = outputs.tfrecord_suffix(args.compression)
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
@@ -238,16 +237,12 @@ def run(argv=None) -> dict:
         to_examples = CsvToExamples(files, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
                                     split_ratios=args.split_ratios, num_shards=args.num_shards,
                                     batch_size=args.batch_size)
-        example_files = {
-            (split, shard): outputs.shard_name(split, shard, args.num_shards, suffix)
-            for split in splits.SPLIT_NAMES for shard in range(args.num_shards)
-        }
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
         with beam.Pipeline(options=pipeline_options) as pipeline:
             result = pipeline | "CsvToExamples" >> to_examples
             _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
-                staged.staging_dir, example_files,
+                staged.staging_dir, outputs.example_files(args.num_shards, args.compression),
                 lambda path, records: outputs.write_tfrecords(path, records, args.compression))
             _ = (
                 result.dead_letters

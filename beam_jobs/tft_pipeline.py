@@ -216,7 +216,7 @@ class EncodeTransformedFn(runs.SpillingDoFn):
     def __init__(self, job: str, split: str, num_shards: int, temp_dir: str, range_bits: int):
         super().__init__(temp_dir, range_bits)
         self._job, self._split, self._num_shards = job, split, num_shards
-        self._shard_keys = [(split, shard) for shard in range(num_shards)]
+        self._shard_keys, self._split_index = splits.shard_keys(num_shards), splits.SPLIT_NAMES.index(split)
 
     def setup(self):
         self._progress = Progress(self._job, f"{self._split} examples")
@@ -235,7 +235,8 @@ class EncodeTransformedFn(runs.SpillingDoFn):
                                                   [record_batch.schema.names[i] for i in keep])
         encoded = example_bytes.encode_by_column(record_batch)
         shards = (hashes % np.uint64(self._num_shards)).astype(np.int64)
-        self._runs.add(runs.rows(hashes, np.zeros(len(hashes), np.uint64), encoded), self._shard_keys, shards)
+        self._runs.add(runs.rows(hashes, np.zeros(len(hashes), np.uint64), encoded), self._shard_keys,
+                       splits.shard_key_indices(self._split_index, shards, self._num_shards))
         self._progress.add(len(encoded))
         yield beam.pvalue.TaggedOutput(self.COUNTS_TAG, {"written." + self._split: len(encoded)})
         if self._runs.full:
@@ -281,15 +282,9 @@ def add_output_args(parser) -> None:
 def write_outputs(result: TransformedSplits, staging_dir: str, num_shards: int, compression: str) -> None:
     """Transformed Examples as sorted shards per split, and the counts for run_summary.json."""
     _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
-        staging_dir, example_files(num_shards, compression),
+        staging_dir, outputs.example_files(num_shards, compression),
         lambda path, records: outputs.write_tfrecords(path, records, compression))
     _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staging_dir)
-
-
-def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:
-    suffix = outputs.tfrecord_suffix(compression)
-    return {(split, shard): outputs.shard_name(split, shard, num_shards, suffix)
-            for split in splits.SPLIT_NAMES for shard in range(num_shards)}
 
 
 def owned_globs() -> List[str]:
