@@ -70,14 +70,16 @@ _LIBRARIES = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_d
 
 # Beam warnings about its own doings, nothing a user can act on: what the DirectRunner's
 # worker processes (multi_processing) say of the options and directories the runner gives
-# them (relayed by the local job service; the launcher's own "Discarding unparseable args",
-# a mistyped flag, still shows), and Beam's Top combiner, which TFT uses.
+# them (relayed by the local job service, or said by a forked worker itself; the launcher's
+# own "Discarding unparseable args", a mistyped flag, still shows), and Beam's Top combiner,
+# which TFT uses.
 _WORKER_START_UP = ("No semi_persistent_directory found", "Discarding unparseable args")
+_WORKER_LOGGERS = ("apache_beam.runners.portability.local_job_service", "apache_beam.runners.worker.sdk_worker_main")
 
 
 def _is_beam_noise(record: logging.LogRecord) -> bool:
-    if record.name == "apache_beam.runners.portability.local_job_service":
-        return any(text in str(record.args) for text in _WORKER_START_UP)
+    if record.name in _WORKER_LOGGERS:
+        return any(text in f"{record.msg} {record.args}" for text in _WORKER_START_UP)
     return record.name.startswith("apache_beam") and "_TopPerBundle" in str(record.msg)
 
 

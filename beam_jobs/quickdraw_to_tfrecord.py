@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import (contact_sheet, dead_letters, drawing_examples, example_bytes, inputs, options, outputs,
+from beam_jobs import (contact_sheet, dead_letters, drawing_examples, example_bytes, inputs, local_workers, options, outputs,
                        rasterize, runs, splits, strokes)
 from beam_jobs.progress import Progress
 from transforms.quickdraw import features
@@ -359,7 +359,7 @@ def run(argv=None) -> dict:
             categories=categories, max_per_category=args.max_per_category, split_ratios=args.split_ratios)
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+        with local_workers.pipeline(pipeline_options) as pipeline:
             result = pipeline | "DrawingsToExamples" >> to_examples
             _ = (
                 result.dead_letters

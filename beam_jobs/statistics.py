@@ -40,7 +40,7 @@ import tensorflow_data_validation as tfdv
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, options, outputs, report, splits, stats_io
+from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, local_workers, options, outputs, report, splits, stats_io
 
 _JOB = "statistics"
 DEFAULT_BATCH_SIZE = 4096
@@ -185,7 +185,7 @@ def compute(source: Source, schema: Optional[schema_pb2.Schema], slice_by: Optio
     FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
     for split in source.splits:
         FileSystems.mkdirs(staged.staged_path(split))
-    with beam.Pipeline(options=pipeline_options) as pipeline:
+    with local_workers.pipeline(pipeline_options) as pipeline:
         result = pipeline | "InputsToStatistics" >> InputsToStatistics(
             source=source, schema=schema, slice_by=slice_by, batch_size=batch_size)
         for split, stats in result.statistics.items():

@@ -42,7 +42,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
 import schemas
-from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, options, outputs, runs, splits, stats_io
+from beam_jobs import csv_rows, dead_letters, example_bytes, inputs, local_workers, options, outputs, runs, splits, stats_io
 from beam_jobs.progress import Progress
 
 _JOB = "taxi_csv_to_tfrecord"
@@ -239,7 +239,7 @@ def run(argv=None) -> dict:
                                     batch_size=args.batch_size)
         letter_file = {0: f"{dead_letters.DEAD_LETTER_DIR}/{outputs.shard_name('dead_letter', 0, 1, '.jsonl')}"}
         FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+        with local_workers.pipeline(pipeline_options) as pipeline:
             result = pipeline | "CsvToExamples" >> to_examples
             _ = result.runs | "WriteExamples" >> runs.WriteSpilledShards(
                 staged.staging_dir, outputs.example_files(args.num_shards, args.compression),

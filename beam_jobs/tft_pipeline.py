@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs import example_bytes, inputs, options, outputs, runs, splits
+from beam_jobs import example_bytes, inputs, local_workers, options, outputs, runs, splits
 from beam_jobs.progress import Progress
 
 ORDER_COLUMN = "__raw_record_hash__"  # splits.key_hash of the serialized raw Example, one per row
@@ -306,7 +306,7 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
 
     args.batch_size = batch_size_for(schema, args.batch_size)
     with outputs.StagedOutput(args.output_dir, owned) as staged:
-        with beam.Pipeline(options=pipeline_options) as pipeline:
+        with local_workers.pipeline(pipeline_options) as pipeline:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={ORDER_COLUMN}):
                 decoder_path = save_example_decoder(schema, staged.temp_dir)
                 transform_fn = transform_fn_for(pipeline, staged.staging_dir, decoder_path)

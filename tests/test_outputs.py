@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from beam_jobs import outputs, runs, splits
 
-RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]
+RECORDS = [b"", b"x", bytes(range(256)) * 40, "é".encode() * 3000]  # over outputs.LONG_RECORD_BYTES on average
 
 
 def chunks(records, size=1024):
@@ -31,14 +31,16 @@ def test_tfrecords_are_the_bytes_tensorflow_writes(tmp_path, records):
     assert open(ours, "rb").read() == open(theirs, "rb").read()
 
 
-def test_suffixed_records_are_framed_as_the_joined_records(tmp_path):
+@pytest.mark.parametrize("records", [RECORDS, [bytes([i % 251]) * (i % 97) for i in range(3_000)]],
+                         ids=["long_records", "short_records"])  # both sides of outputs.LONG_RECORD_BYTES
+def test_suffixed_records_are_framed_as_the_joined_records(tmp_path, records):
     import pyarrow as pa
 
-    suffixes = [bytes([i % 7]) * (i % 3) for i in range(len(RECORDS))]
+    suffixes = [bytes([i % 7]) * (i % 3) for i in range(len(records))]
     ours, theirs = str(tmp_path / "ours.tfrecord"), str(tmp_path / "tf.tfrecord")
-    outputs.write_tfrecords(ours, [outputs.Suffixed(pa.array(RECORDS, pa.binary()), pa.array(suffixes))], "none")
+    outputs.write_tfrecords(ours, [outputs.Suffixed(pa.array(records, pa.binary()), pa.array(suffixes))], "none")
     with tf.io.TFRecordWriter(theirs) as writer:
-        for record, suffix in zip(RECORDS, suffixes):
+        for record, suffix in zip(records, suffixes):
             writer.write(record + suffix)
     assert open(ours, "rb").read() == open(theirs, "rb").read()
 
@@ -203,3 +205,29 @@ def test_split_boundaries_are_the_step_by_step_rounded_sums():
         bucket = int.from_bytes(hashlib.sha256(b"split:" + key).digest()[:8], "big") % 10_000
         expected.append(next(i for i, bound in enumerate(bounds) if bucket < bound))
     assert splits.split_indices(keys, ratios).tolist() == expected
+
+
+def test_long_records_merge_in_the_same_order_as_short_ones(tmp_path):
+    """Runs of records over outputs.LONG_RECORD_BYTES are reordered by their own gather: the
+    merge gives Python's sorted() order of (key_hi, key_lo, record), across runs and duplicates."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    generator = random.Random(7)
+    rows = [(generator.randrange(4) << 62 | generator.randrange(50), generator.randrange(3),
+             bytes([generator.randrange(256)]) * generator.randrange(900, 3000)) for _ in range(400)]
+    rows += rows[:25]  # exact duplicates stay, side by side
+    buffer = runs.SpillBuffer(str(tmp_path), range_bits=1)
+    paths = []
+    for run in range(5):
+        part = rows[run::5]
+        buffer.add(runs.rows(np.array([r[0] for r in part], np.uint64), np.array([r[1] for r in part], np.uint64),
+                             pa.array([r[2] for r in part])), [("all",)], np.zeros(len(part), np.int64))
+        paths.extend(path for _, path in buffer.spill())
+    tables = list(runs.sorted_ranges(paths))
+    assert all(t.column(runs.RECORD).nbytes > outputs.LONG_RECORD_BYTES * t.num_rows for t in tables)
+    merged = [(hi, lo, record) for t in tables for hi, lo, record in zip(
+        *(t.column(name).to_pylist() for name in (runs.KEY_HI, runs.KEY_LO, runs.RECORD)))]
+    assert merged == sorted(rows)

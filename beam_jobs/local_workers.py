@@ -1,0 +1,215 @@
+"""Local worker processes forked from the launcher, so they start with its imports done.
+
+With `--direct_running_mode=multi_processing`, the DirectRunner starts each worker as a new
+interpreter (`python -m apache_beam.runners.worker.sdk_worker_main`) that imports Beam, the
+job and its libraries again before it can work: about 1.5 s per worker for the QuickDraw
+job and 4 s with TensorFlow (TFDV, TFT), on jobs that take 10-20 s. Here the same number of
+workers is forked from the launcher just before the pipeline is built, and each runs the
+harness Beam's worker runs (`sdk_worker_main.create_harness`), joined to the runner as a
+Beam "external" worker over the Fn API: the same runner, protocol and process boundaries,
+without the second start-up.
+
+Forking is only safe when the child will not need a thread it does not get (only the
+forking thread survives a fork): the launcher must have no other Python thread, must not
+have started gRPC, and must have no native thread beyond those it had when this module was
+imported (numpy's and pyarrow's, whose libraries handle a fork; TensorFlow's runtime pools,
+once started, do not). A launcher that already ran TensorFlow or a multi-process pipeline, as in
+a test session, fails that check; the job then logs why and uses Beam's own worker
+processes. Any other runner or mode is left as it is.
+"""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from typing import Iterator, List, Optional, Tuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability import common_urns, python_urns
+from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, beam_runner_api_pb2, endpoints_pb2
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
+from apache_beam.utils import thread_pool_executor
+from google.protobuf import json_format, text_format
+
+_LOGGER = logging.getLogger(__name__)
+_DIRECT_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
+_GRPC_THREADS = ("grpc_global_tim", "default-executo", "resolver-execut")  # gRPC core's, by /proc comm
+_STOP_SECONDS = 10
+
+
+def _thread_names() -> Optional[List[str]]:
+    """The process's native threads, by name (None where /proc cannot tell)."""
+    try:
+        return [_read(f"/proc/self/task/{task}/comm") for task in os.listdir("/proc/self/task")]
+    except OSError:
+        return None
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+# At import, before the job runs: the main thread and the pools that numpy (OpenBLAS) and
+# pyarrow (jemalloc) start when imported, which survive a fork.
+_THREADS_AT_IMPORT = len(_thread_names() or [])
+
+
+def fork_unsafe_reason() -> Optional[str]:
+    """Why this process cannot fork workers now, or None when it can."""
+    names = _thread_names() if hasattr(os, "fork") else None
+    if names is None:
+        return "this platform cannot tell whether forking is safe (no fork() or no /proc)"
+    if any(name in _GRPC_THREADS for name in names):
+        return "gRPC was started in this process before (an earlier multi-process pipeline?)"
+    if threading.active_count() > 1:
+        return f"{threading.active_count() - 1} other Python thread(s) are running"
+    if len(names) > _THREADS_AT_IMPORT:
+        return (f"{len(names) - _THREADS_AT_IMPORT} native thread(s) started since start-up (TensorFlow's or "
+                "Arrow's thread pools, say) would be missing in a forked worker")
+    return None
+
+
+def _worker_count(pipeline_options: PipelineOptions) -> int:
+    """Workers to fork for these options: 0 unless the DirectRunner runs multi_processing
+    (0 workers there means one per CPU, as in Beam)."""
+    direct = pipeline_options.view_as(DirectOptions)
+    runner = pipeline_options.view_as(StandardOptions).runner
+    if runner not in _DIRECT_RUNNERS or direct.direct_running_mode != "multi_processing":
+        return 0
+    return direct.direct_num_workers or os.cpu_count() or 1
+
+
+def _run_child(read_fd: int) -> None:
+    """A forked worker: waits for its start request from the pool, runs Beam's harness, exits."""
+    status = 1
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            request = pipe.read()
+        if not request:  # the pool closed without starting this worker
+            status = 0
+            return
+        from apache_beam.runners.worker import sdk_worker_main
+
+        _, harness, _ = sdk_worker_main.create_harness(json.loads(request))
+        harness.run()
+        status = 0
+    except BaseException:  # noqa: B036 - a child must report and exit, never return into the launcher
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+class ForkedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
+    """`count` idle forked workers behind Beam's external worker pool service.
+
+    The runner asks it for each worker (StartWorker); the request's control endpoint goes
+    to an idle child through its pipe, with the pipeline options Beam gives its subprocess
+    workers, and the child connects to the runner like any Beam worker.
+    """
+
+    def __init__(self, count: int, options_json: str):
+        self._options_json = options_json
+        self._idle: List[Tuple[int, int]] = []  # (pid, write end of its pipe)
+        self._pids: List[int] = []
+        self._lock = threading.Lock()
+        for _ in range(count):
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_fd)
+                for _, other in self._idle:  # so that closing a pipe in the launcher reaches its child
+                    os.close(other)
+                _run_child(read_fd)
+            os.close(read_fd)
+            self._idle.append((pid, write_fd))
+            self._pids.append(pid)
+        import grpc  # only now: gRPC must not run in the launcher before the fork
+
+        self._server = grpc.server(thread_pool_executor.shared_unbounded_instance())
+        beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(self, self._server)
+        self.address = f"localhost:{self._server.add_insecure_port('localhost:0')}"
+        self._server.start()
+
+    def StartWorker(self, request, context):  # noqa: N802 - the gRPC service's method name
+        with self._lock:
+            if not self._idle:
+                return beam_fn_api_pb2.StartWorkerResponse(error="every forked worker is already started")
+            _, write_fd = self._idle.pop(0)
+        environment = {
+            "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
+                endpoints_pb2.ApiServiceDescriptor(url=request.control_endpoint.url)),
+            "PIPELINE_OPTIONS": self._options_json,
+            "WORKER_ID": request.worker_id,
+        }
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(json.dumps(environment).encode())
+        return beam_fn_api_pb2.StartWorkerResponse()
+
+    def StopWorker(self, request, context):  # noqa: N802 - a worker ends when the runner closes its control stream
+        return beam_fn_api_pb2.StopWorkerResponse()
+
+    def close(self) -> None:
+        """Stops the service, releases idle workers and waits for every child to end."""
+        self._server.stop(0)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, write_fd in idle:
+            os.close(write_fd)
+        deadline = time.monotonic() + _STOP_SECONDS
+        for pid in self._pids:
+            while not os.waitpid(pid, os.WNOHANG)[0]:
+                if time.monotonic() > deadline:
+                    _LOGGER.warning("forked worker %d did not stop within %d s; killing it", pid, _STOP_SECONDS)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.02)
+
+
+class _ForkedWorkersRunner(fn_runner.FnApiRunner):
+    """The DirectRunner's FnApiRunner, whose multi_processing workers are the pool's: the
+    environment it would start as subprocesses becomes Beam's external environment."""
+
+    def __init__(self, pool_address: str, provision_info: fn_runner.ExtendedProvisionInfo):
+        super().__init__(provision_info=provision_info)
+        self._pool_address = pool_address
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        for environment in pipeline_proto.components.environments.values():
+            if environment.urn == python_urns.SUBPROCESS_SDK:
+                environment.urn = common_urns.environments.EXTERNAL.urn
+                environment.payload = beam_runner_api_pb2.ExternalPayload(
+                    endpoint=endpoints_pb2.ApiServiceDescriptor(url=self._pool_address)).SerializeToString()
+        return super().run_via_runner_api(pipeline_proto, options)
+
+
+@contextlib.contextmanager
+def pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
+    """`with beam.Pipeline(options=...)` for this project's batch jobs, with the DirectRunner's
+    multi_processing workers forked from this process when that is safe (module docstring)."""
+    count = _worker_count(pipeline_options)
+    reason = fork_unsafe_reason() if count else None
+    if not count or reason:
+        if reason:
+            _LOGGER.info("worker processes start as new interpreters: %s", reason)
+        with beam.Pipeline(options=pipeline_options) as built:
+            yield built
+        return
+    # As the DirectRunner builds its FnApiRunner: the options go to the workers this way.
+    provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+        pipeline_options=JobServiceHandle.encode_pipeline_options(pipeline_options.get_all_options())))
+    pool = ForkedWorkerPool(count, json_format.MessageToJson(provision_info.provision_info.pipeline_options))
+    _LOGGER.info("%d worker process(es) forked from this one for the DirectRunner's multi_processing mode", count)
+    try:
+        with beam.Pipeline(runner=_ForkedWorkersRunner(pool.address, provision_info), options=pipeline_options) as built:
+            yield built
+    finally:
+        pool.close()

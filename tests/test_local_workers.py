@@ -1,0 +1,98 @@
+"""DirectRunner workers forked by beam_jobs.local_workers: same output as one worker, the
+fallback to Beam's own worker processes, and a failing worker.
+
+Each case runs in a fresh interpreter: whether forking is safe depends on what the process
+did before (a pytest process may have started gRPC), and these tests must know which path ran.
+"""
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+from beam_jobs import local_workers, quickdraw_to_tfrecord
+from tests.conftest import QUICKDRAW, REPO
+
+FORKED = "worker process(es) forked from this one"
+FALLBACK = "worker processes start as new interpreters"
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def file_bytes(directory) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(directory.glob("*-of-*.tfrecord"))}
+
+
+def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data):
+    flags = [f"--input={QUICKDRAW}/simplified/*.ndjson", "--num_shards=2"]
+    quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'one'}"])
+    done = subprocess.run([sys.executable, "-m", "beam_jobs.quickdraw_to_tfrecord", *flags,
+                           f"--output_dir={tmp_path / 'forked'}", *TWO_WORKERS],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"2 {FORKED}" in done.stderr
+    one, forked = file_bytes(tmp_path / "one"), file_bytes(tmp_path / "forked")
+    assert len(one) == 6 and one == forked
+
+
+def test_after_grpc_has_run_the_workers_are_beams_own(tmp_path):
+    done = run_python(f"""
+        import logging, grpc
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from beam_jobs import local_workers
+        logging.basicConfig(level=logging.INFO)
+        server = grpc.server(local_workers.thread_pool_executor.shared_unbounded_instance())
+        server.add_insecure_port("localhost:0")
+        server.start()
+        server.stop(0)
+        with local_workers.pipeline(PipelineOptions({TWO_WORKERS!r})) as pipeline:
+            _ = (pipeline | beam.Create(range(1000)) | beam.Map(lambda x: x * x)
+                 | beam.CombineGlobally(sum) | beam.Map(lambda total: open({str(tmp_path / 'sum')!r}, "w").write(str(total))))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert f"{FALLBACK}: gRPC was started in this process before" in done.stderr
+    assert FORKED not in done.stderr
+    assert (tmp_path / "sum").read_text() == str(sum(x * x for x in range(1000)))
+
+
+def test_a_failing_forked_worker_fails_the_run_and_leaves_no_process():
+    done = run_python(f"""
+        import logging, os
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from beam_jobs import local_workers
+        logging.basicConfig(level=logging.INFO)
+
+        def check(x):
+            if x == 7:
+                raise ValueError("bad element 7")
+            return x
+
+        try:
+            with local_workers.pipeline(PipelineOptions({TWO_WORKERS!r})) as pipeline:
+                _ = pipeline | beam.Create(range(20)) | beam.Map(check)
+        except Exception as error:
+            print("FAILED:", "bad element 7" in str(error))
+        children = open(f"/proc/{{os.getpid()}}/task/{{os.getpid()}}/children").read().split()
+        print("CHILDREN:", len(children))
+    """, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"2 {FORKED}" in done.stderr
+    assert "FAILED: True" in done.stdout
+    assert "CHILDREN: 0" in done.stdout
+
+
+def test_no_fork_while_another_thread_runs():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert "other Python thread" in local_workers.fork_unsafe_reason()
+    finally:
+        stop.set()
+        thread.join()
