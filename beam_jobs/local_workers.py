@@ -58,7 +58,7 @@ def _read(path: str) -> str:
 
 
 # At import, before the job runs: the main thread and the pools that numpy (OpenBLAS) and
-# pyarrow (jemalloc) start when imported, which survive a fork.
+# pyarrow (jemalloc) start when imported, whose libraries handle a fork.
 _THREADS_AT_IMPORT = len(_thread_names() or [])
 
 
