@@ -76,6 +76,8 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     if records.null_count:
         raise ValueError(f"{records.null_count} of {len(records)} records are null: a TFRecord holds bytes")
     count = len(records)
+    if not count:
+        return pa.py_buffer(b"")
     offsets = example_bytes.binary_offsets(records)
     lengths = np.diff(offsets)
     # A read-only numpy view: google_crc32c takes slices of it without copying each record.
@@ -99,8 +101,6 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     headers[:, :8] = length_bytes.view(np.uint8).reshape(-1, 8)[which]
     headers[:, 8:] = length_crcs.view(np.uint8).reshape(-1, 4)[which]
     trailers = record_crcs.view(np.uint8).reshape(-1, 4)
-    if not count:
-        return pa.py_buffer(b"")
     if records.nbytes >= LONG_RECORD_BYTES * count:
         return pa.py_buffer(_framed_long(headers, pieces, trailers))
     framed = pc.binary_join_element_wise(
@@ -109,28 +109,23 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     return framed.buffers()[2].slice(0, int(example_bytes.binary_offsets(framed)[count]))
 
 
-# Records longer than this on average are copied one slice each, into an output allocated once:
-# Arrow's kernels (take, binary_join_element_wise) grow their output as they go, which costs
-# 2-3x more for QuickDraw's 6 KB Examples; for short records their per-row speed wins.
+# Records longer than this on average are copied one slice each (example_bytes.place_values)
+# into an output allocated once: Arrow's kernels (take, binary_join_element_wise) grow their
+# output as they go, which costs 2-3x more for QuickDraw's 6 KB Examples; for short records
+# their per-row speed wins.
 LONG_RECORD_BYTES = 1024
 
 
 def _framed_long(headers: np.ndarray, pieces: List[pa.Array], trailers: np.ndarray) -> np.ndarray:
     """Row by row: its header, its piece of each array in `pieces`, its trailer, as one buffer."""
-    count = len(headers)
-    offsets = [example_bytes.binary_offsets(piece) for piece in pieces]
-    sizes = headers.shape[1] + trailers.shape[1] + sum(np.diff(o) for o in offsets)
-    starts = np.zeros(count + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
+    lengths = [np.diff(example_bytes.binary_offsets(piece)) for piece in pieces]
+    starts = example_bytes.offsets_of(headers.shape[1] + trailers.shape[1] + sum(lengths))
     out = np.empty(int(starts[-1]), np.uint8)
     out[(starts[:-1, None] + np.arange(headers.shape[1])).reshape(-1)] = headers.reshape(-1)
     position = starts[:-1] + headers.shape[1]
-    for piece, piece_offsets in zip(pieces, offsets):
-        data = piece.buffers()[2]
-        flat = np.frombuffer(data if data is not None else b"", np.uint8)
-        for at, begin, end in zip(position.tolist(), piece_offsets[:-1].tolist(), piece_offsets[1:].tolist()):
-            out[at:at + end - begin] = flat[begin:end]
-        position = position + np.diff(piece_offsets)
+    for piece, piece_lengths in zip(pieces, lengths):
+        example_bytes.place_values(out, position, piece)
+        position = position + piece_lengths
     out[(position[:, None] + np.arange(trailers.shape[1])).reshape(-1)] = trailers.reshape(-1)
     return out
 

@@ -12,6 +12,7 @@ import threading
 
 from beam_jobs import local_workers, quickdraw_to_tfrecord
 from tests.conftest import QUICKDRAW, REPO
+from tests.test_quickdraw_job import output_bytes
 
 FORKED = "worker process(es) forked from this one"
 FALLBACK = "worker processes start as new interpreters"
@@ -23,10 +24,6 @@ def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def file_bytes(directory) -> dict:
-    return {path.name: path.read_bytes() for path in sorted(directory.glob("*-of-*.tfrecord"))}
-
-
 def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data):
     flags = [f"--input={QUICKDRAW}/simplified/*.ndjson", "--num_shards=2"]
     quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'one'}"])
@@ -35,8 +32,8 @@ def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data)
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"2 {FORKED}" in done.stderr
-    one, forked = file_bytes(tmp_path / "one"), file_bytes(tmp_path / "forked")
-    assert len(one) == 6 and one == forked
+    one, forked = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "forked")
+    assert sum(name.endswith(".tfrecord") for name in one) == 6 and one == forked
 
 
 def test_after_grpc_has_run_the_workers_are_beams_own(tmp_path):
@@ -44,9 +41,10 @@ def test_after_grpc_has_run_the_workers_are_beams_own(tmp_path):
         import logging, grpc
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.utils import thread_pool_executor
         from beam_jobs import local_workers
         logging.basicConfig(level=logging.INFO)
-        server = grpc.server(local_workers.thread_pool_executor.shared_unbounded_instance())
+        server = grpc.server(thread_pool_executor.shared_unbounded_instance())
         server.add_insecure_port("localhost:0")
         server.start()
         server.stop(0)
