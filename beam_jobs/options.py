@@ -5,6 +5,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -37,9 +38,31 @@ def add_split_args(parser: argparse.ArgumentParser) -> None:
         type=splits.parse_ratios,
         help="Weights of the train,eval,test splits (default 80,10,10).",
     )
+    add_shard_args(parser)
+
+
+AUTO = "auto"
+
+
+def shard_count(text: str) -> Optional[int]:
+    """`--num_shards`: a count of files per split, or `auto` (None; outputs.resolve_num_shards)."""
+    if text == AUTO:
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or {AUTO!r}, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
+def add_shard_args(parser: argparse.ArgumentParser) -> None:
+    """How Example TFRecords are written: shared by the ingest and transform jobs."""
     parser.add_argument(
-        "--num_shards", type=int, default=1, help="TFRecord files per split (default 1)."
-    )
+        "--num_shards", type=shard_count, default=AUTO,
+        help="TFRecord files per split, or auto (default): about 128 MB per file in the largest split, "
+             "from the input's size, so files are written and read in parallel.")
     parser.add_argument(
         "--compression",
         choices=("none", "gzip"),
@@ -51,8 +74,6 @@ def add_split_args(parser: argparse.ArgumentParser) -> None:
 def parse(parser: argparse.ArgumentParser, argv):
     """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does."""
     known_args, pipeline_args = parser.parse_known_args(argv)
-    if getattr(known_args, "num_shards", 1) < 1:
-        parser.error("--num_shards must be at least 1")
     # The code lives in an installed package, so workers import it: no main session to pickle.
     options = PipelineOptions(pipeline_args, save_main_session=False)
     # Recorded now: run summaries name the runner, and the portable runner clears the option.

@@ -9,6 +9,7 @@ of workers. Only when the pipeline succeeds are the files moved into place, and
 import collections
 import json
 import logging
+import math
 import os
 import posixpath
 import socket
@@ -51,6 +52,24 @@ def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:
     """(split, shard) -> the name of its Example TFRecord file."""
     suffix = tfrecord_suffix(compression)
     return {(split, shard): shard_name(split, shard, num_shards, suffix) for split, shard in shard_keys(num_shards)}
+
+
+# `--num_shards auto`: files of about this many bytes in the largest split. TensorFlow's data
+# guide asks for files of 10+ MB, ideally 100+ MB; more files let a runner write them, and
+# tf.data read them, in parallel (one file is written by one worker).
+SHARD_BYTES = 128 << 20
+
+
+def resolve_num_shards(args, job: str, largest_split_bytes: Callable[[], int]) -> int:
+    """`args.num_shards`, or for `auto` (None) the count for the expected bytes of the largest
+    split, stored back into `args` so the run summary records it. An estimate from the input
+    files' sizes: the same input and flags give the same count on any runner."""
+    if args.num_shards is None:
+        expected = largest_split_bytes()
+        args.num_shards = max(1, math.ceil(expected / SHARD_BYTES))
+        logging.info("%s: --num_shards auto: %d file(s) per split (about %s bytes expected in the largest split)",
+                     job, args.num_shards, f"{expected:,}")
+    return args.num_shards
 
 
 def _masked_crc32c(crcs: np.ndarray) -> np.ndarray:

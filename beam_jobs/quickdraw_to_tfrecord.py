@@ -61,12 +61,40 @@ class _FirstPerClass:
             pairs.sort(key=lambda pair: pair[0])
             del pairs[self._k:]
 
-    def drain(self):
-        for group, pairs in sorted(self._pairs.items()):
-            pairs.sort(key=lambda pair: pair[0])
-            for pair in pairs[:self._k]:
-                yield group, pair
-        self._pairs = {}
+    def first(self) -> Dict[str, list]:
+        """{class: its first `k` pairs by key}; the buffer is empty afterwards."""
+        pairs, self._pairs = self._pairs, {}
+        return _first_k(pairs.items(), self._k)
+
+
+def _first_k(groups, k: int) -> Dict[str, list]:
+    """{group: the `k` smallest (key, value) pairs} of (group, pairs) items (keys are unique)."""
+    merged = {}
+    for group, pairs in groups:
+        merged.setdefault(group, []).extend(pairs)
+    return {group: sorted(pairs, key=lambda pair: pair[0])[:k] for group, pairs in sorted(merged.items())}
+
+
+class FirstPerClassFn(beam.CombineFn):
+    """Bundles' {class: first pairs} -> the first `k` pairs per class over all of them.
+
+    One combine of one element per bundle: the samples cross the shuffle once, in a few
+    elements, not as one element per image through a per-key Top and a ToList."""
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, first):
+        return self.merge_accumulators([accumulator, first])
+
+    def merge_accumulators(self, accumulators):
+        return _first_k((item for accumulator in accumulators for item in accumulator.items()), self._k)
+
+    def extract_output(self, accumulator):
+        return accumulator
 
 
 class DrawingsToRunsFn(runs.SpillingDoFn):
@@ -142,11 +170,11 @@ class DrawingsToRunsFn(runs.SpillingDoFn):
     def finish_bundle(self):
         yield from super().finish_bundle()
         yield pvalue.TaggedOutput(self.WORDS_TAG, outputs.in_global_window(self._words))
-        for word, pair in self._samples.drain():
-            yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window((word, pair)))
+        yield pvalue.TaggedOutput(self.SAMPLES_TAG, outputs.in_global_window(self._samples.first()))
         if self._keys_per_class:
-            for word, (key, _) in self._keys.drain():
-                yield pvalue.TaggedOutput(self.KEYS_TAG, outputs.in_global_window((word, key)))
+            for word, pairs in self._keys.first().items():
+                for key, _ in pairs:
+                    yield pvalue.TaggedOutput(self.KEYS_TAG, outputs.in_global_window((word, key)))
 
     def _encode(self, path: str, kept):
         batch = drawing_examples.make_batch(kept, self._image_size, self._line_width, self._split_ratios, self._num_shards)
@@ -156,7 +184,7 @@ class DrawingsToRunsFn(runs.SpillingDoFn):
                        self._shard_keys, splits.shard_key_indices(batch.split, batch.shard, self._num_shards))
         self._words.update(batch.words)
         for word, key, image in zip(batch.words, runs.as_ints(batch.key_hashes, key_lo), batch.images):
-            self._samples.add(word, key, image)
+            self._samples.add(word, key, image.tobytes())  # bytes cross the shuffle faster than arrays
             if self._keys_per_class:
                 self._keys.add(word, key, None)
 
@@ -212,11 +240,16 @@ def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
     return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 
+def largest_split_bytes(paths: Sequence[str], image_size: int, split_ratios: Sequence[float]) -> int:
+    """For --num_shards auto."""
+    return int(example_bytes_estimate(paths, image_size) * max(split_ratios))
+
+
 class DrawingsResult(NamedTuple):
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
     class_list: beam.PCollection  # one sorted list of class names
-    samples: beam.PCollection  # (word, [(sort_key, image)]): the first drawings written per class
+    samples: beam.PCollection  # one {word: [(sort_key, image bytes)]}: the first drawings written per class
 
 
 class DrawingsToExamples(beam.PTransform):
@@ -290,8 +323,7 @@ class DrawingsToExamples(beam.PTransform):
                                             caps=pvalue.AsDict(caps)).with_outputs(
                 WriteExampleShardFn.COUNTS_TAG, main="files")
         )
-        samples = encoded.samples | "SamplesPerClass" >> beam.combiners.Top.SmallestPerKey(
-            self._samples, key=lambda pair: pair[0])
+        samples = encoded.samples | "SamplesPerClass" >> beam.CombineGlobally(FirstPerClassFn(self._samples))
         counts = (encoded.counts, written.counts) | "AllCounts" >> beam.Flatten()
         return DrawingsResult(encoded.dead_letters, counts, class_list, samples)
 
@@ -301,8 +333,9 @@ def _write_labels(class_list: List[str], path: str) -> None:
         handle.write("".join(word + "\n" for word in class_list).encode())
 
 
-def _write_contact_sheet(samples: List[tuple], path: str) -> None:
-    images = {word: [image for _, image in pairs] for word, pairs in samples}
+def _write_contact_sheet(samples: Dict[str, list], path: str, image_size: int) -> None:
+    images = {word: [np.frombuffer(image, np.uint8).reshape(image_size, image_size) for _, image in pairs]
+              for word, pairs in samples.items()}
     with FileSystems.create(path) as handle:
         handle.write(contact_sheet.contact_sheet(images, SAMPLES_PER_CLASS))
 
@@ -351,6 +384,7 @@ def run(argv=None) -> dict:
         features.LABELS_FILE, "samples.png", dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
+    outputs.resolve_num_shards(args, _JOB, lambda: largest_split_bytes(paths, args.image_size, args.split_ratios))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         to_examples = DrawingsToExamples(
             paths, directory=staged.staging_dir, temp_dir=staged.temp_dir, num_shards=args.num_shards, compression=args.compression,
@@ -369,11 +403,8 @@ def run(argv=None) -> dict:
             _ = result.counts | "WriteCounts" >> outputs.WriteCounts(staged.staging_dir)
             _ = result.class_list | "WriteLabels" >> beam.Map(
                 _write_labels, staged.staged_path(features.LABELS_FILE))
-            _ = (
-                result.samples
-                | "AllSamples" >> beam.combiners.ToList()
-                | "WriteContactSheet" >> beam.Map(_write_contact_sheet, staged.staged_path("samples.png"))
-            )
+            _ = result.samples | "WriteContactSheet" >> beam.Map(
+                _write_contact_sheet, staged.staged_path("samples.png"), args.image_size)
         counts = staged.read_counts()
         with FileSystems.open(staged.staged_path(features.LABELS_FILE)) as handle:
             classes = len(handle.read().splitlines())

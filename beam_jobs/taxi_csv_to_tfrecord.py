@@ -177,9 +177,6 @@ class CsvToExamples(beam.PTransform):
         result.runs | runs.WriteSpilledShards(directory, file_names, write)
     """
 
-    # A serialized Example takes about this many times its CSV line (for runs.range_bits_for).
-    _EXAMPLE_BYTES_PER_CSV_BYTE = 4
-
     def __init__(self, files: Sequence[FileColumns], *, temp_dir: str, types: Dict[str, str],
                  split_key: Optional[str] = None, split_ratios=(0.8, 0.1, 0.1), num_shards: int = 1,
                  batch_size: int = csv_rows.DEFAULT_BATCH_SIZE):
@@ -188,7 +185,7 @@ class CsvToExamples(beam.PTransform):
             raise options.UsageError(f"--split_key {split_key!r} is not a schema column")
         self._files = list(files)
         paths = [f.path for f in self._files]
-        range_bits = runs.range_bits_for(inputs.expanded_size(paths) * self._EXAMPLE_BYTES_PER_CSV_BYTE // num_shards)
+        range_bits = runs.range_bits_for(example_bytes_estimate(paths) // num_shards)
         self._fn = CsvToExamplesFn(paths=paths, temp_dir=temp_dir, range_bits=range_bits, types=types,
                                    split_key=split_key, split_ratios=split_ratios, num_shards=num_shards,
                                    batch_size=batch_size)
@@ -204,6 +201,15 @@ class CsvToExamples(beam.PTransform):
                 CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="runs")
         )
         return CsvResult(result.runs, result.dead_letters, result.counts)
+
+
+# A serialized Example takes about this many times its CSV line (for runs.range_bits_for and
+# --num_shards auto; any estimate gives the same records, in the same order).
+_EXAMPLE_BYTES_PER_CSV_BYTE = 4
+
+
+def example_bytes_estimate(paths: Sequence[str]) -> int:
+    return inputs.expanded_size(paths) * _EXAMPLE_BYTES_PER_CSV_BYTE
 
 
 def parse_args(argv):
@@ -233,6 +239,7 @@ def run(argv=None) -> dict:
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
+    outputs.resolve_num_shards(args, _JOB, lambda: int(example_bytes_estimate(paths) * max(args.split_ratios)))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         to_examples = CsvToExamples(files, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
                                     split_ratios=args.split_ratios, num_shards=args.num_shards,

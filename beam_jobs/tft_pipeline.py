@@ -272,8 +272,7 @@ def transform_splits(job: str, raw: Dict[str, beam.PCollection], tensor_adapter_
 
 
 def add_output_args(parser) -> None:
-    parser.add_argument("--num_shards", type=int, default=1, help="TFRecord files per split (default 1).")
-    parser.add_argument("--compression", choices=("none", "gzip"), default="none")
+    options.add_shard_args(parser)
     parser.add_argument("--batch_size", type=int,
                         help=f"Examples per RecordBatch (default {DEFAULT_BATCH_SIZE}, fewer for wide rows such as "
                              "images); fixed so outputs are reproducible.")
@@ -296,8 +295,8 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
                           owned: List[str], transform_fn_for: Callable, transform_dir: str, extra: dict) -> dict:
     """What both TFT jobs do around their transform_fn; returns the run summary.
 
-    `args.batch_size` is first resolved for the schema (batch_size_for), so the summary records
-    the size used. In a staging directory: `transform_fn_for(pipeline, staging_dir,
+    `args.batch_size` (for the schema: batch_size_for) and `args.num_shards` (auto: from the
+    largest split's input) are first resolved, so the summary records what was used. In a staging directory: `transform_fn_for(pipeline, staging_dir,
     decoder_path)` puts the transform_fn in the pipeline (`decoder_path` is for
     read_raw_splits), every split of `files` is transformed with it and written with its
     counts; then the run is published with its summary and logged.
@@ -305,13 +304,14 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
     import tensorflow_transform.beam as tft_beam
 
     args.batch_size = batch_size_for(schema, args.batch_size)
+    # Transformed Examples take about as many bytes as the raw ones.
+    outputs.resolve_num_shards(args, job, lambda: max(inputs.expanded_size(paths) for paths in files.values()))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         with local_workers.pipeline(pipeline_options) as pipeline:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={ORDER_COLUMN}):
                 decoder_path = save_example_decoder(schema, staged.temp_dir)
                 transform_fn = transform_fn_for(pipeline, staged.staging_dir, decoder_path)
                 raw, tensor_adapter_config = read_raw_splits(pipeline, files, decoder_path, args.batch_size)
-                # Transformed Examples take about as many bytes as the raw ones (runs.range_bits_for).
                 range_bits = runs.range_bits_for(
                     inputs.expanded_size([path for paths in files.values() for path in paths]) // args.num_shards)
                 result = transform_splits(job, raw, tensor_adapter_config, transform_fn, args.num_shards,

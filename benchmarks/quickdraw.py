@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 import tensorflow as tf
 
-from beam_jobs import drawing_examples, example_bytes, quickdraw_to_tfrecord, rasterize, runs, splits, strokes
+from beam_jobs import drawing_examples, example_bytes, outputs, quickdraw_to_tfrecord, rasterize, runs, splits, strokes
 
 _SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "quickdraw", "simplified")
 
@@ -99,9 +99,9 @@ def bench_raster(paths, size: int, line_width: int, limit: int = 50_000):
     return timings["ours"][0], timings["cv2"][0], {name: float(np.mean(e)) for name, e in errors.items()}
 
 
-def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512) -> None:
+def fast_loop(paths, out_dir: str, size: int, line_width: int, num_shards: int, batch: int = 512) -> None:
     """Single process, no Beam, the job's output files: every drawing parsed and kept in
-    memory, labelled from the sorted words, rasterized and encoded in batches, each split
+    memory, labelled from the sorted words, rasterized and encoded in batches, each shard
     sorted in the job's order and written with TensorFlow's own TFRecordWriter."""
     drawings = []
     for file_index, path in enumerate(paths):
@@ -112,18 +112,21 @@ def fast_loop(paths, out_dir: str, size: int, line_width: int, batch: int = 512)
                 except strokes.Rejected:
                     pass
     labels = drawing_examples.label_pieces(sorted({d.word for _, _, d in drawings}))
-    rows = {split: [] for split in splits.SPLIT_NAMES}
+    files = outputs.example_files(num_shards, "none")
+    rows = {shard_key: [] for shard_key in files}
     for start in range(0, len(drawings), batch):
         chunk = drawings[start:start + batch]
-        columns = drawing_examples.make_batch([(n, d) for _, n, d in chunk], size, line_width, (0.8, 0.1, 0.1), 1)
+        columns = drawing_examples.make_batch([(n, d) for _, n, d in chunk], size, line_width, (0.8, 0.1, 0.1),
+                                              num_shards)
         encoded = example_bytes.encode_by_column(drawing_examples.to_record_batch(columns, size)).to_pylist()
         orders = runs.as_ints(columns.key_hashes, runs.line_orders([f for f, _, _ in chunk], [n for _, n, _ in chunk]))
-        for (_, _, d), order, split, example in zip(chunk, orders, columns.split.tolist(), encoded):
-            rows[splits.SPLIT_NAMES[split]].append((order, example + labels[d.word]))
-    for split, split_rows in rows.items():
-        split_rows.sort(key=lambda row: row[0])
-        with tf.io.TFRecordWriter(os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord")) as writer:
-            for _, record in split_rows:
+        for (_, _, d), order, split, shard, example in zip(chunk, orders, columns.split.tolist(),
+                                                           columns.shard.tolist(), encoded):
+            rows[(splits.SPLIT_NAMES[split], shard)].append((order, example + labels[d.word]))
+    for shard_key, shard_rows in rows.items():
+        shard_rows.sort(key=lambda row: row[0])
+        with tf.io.TFRecordWriter(os.path.join(out_dir, files[shard_key])) as writer:
+            for _, record in shard_rows:
                 writer.write(record)
 
 
@@ -160,23 +163,28 @@ def child(variant: str, data: str, out: str, image_size: int, line_width: int) -
              f"--line_width={line_width}"]
     workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"] if variant == "job2" else []
     start = time.perf_counter()
-    if variant in ("plain", "loop"):
+    if variant == "plain":
         os.makedirs(out)
-        (plain_loop if variant == "plain" else fast_loop)(paths, out, image_size, line_width)
+        plain_loop(paths, out, image_size, line_width)
+    elif variant == "loop":
+        os.makedirs(out)  # as many files as the job writes with its default --num_shards auto
+        fast_loop(paths, out, image_size, line_width, outputs.resolve_num_shards(
+            argparse.Namespace(num_shards=None), "fast loop",
+            lambda: quickdraw_to_tfrecord.largest_split_bytes(paths, image_size, (0.8, 0.1, 0.1))))
     else:
         quickdraw_to_tfrecord.run(flags + workers)
     print(json.dumps({"seconds": time.perf_counter() - start}))
 
 
-def split_digests(out_dir: str) -> dict:
-    """sha256 of each split's file, to compare outputs after they are deleted."""
+def shard_digests(out_dir: str) -> dict:
+    """sha256 of each Example file, to compare outputs after they are deleted."""
     digests = {}
-    for split in splits.SPLIT_NAMES:
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.tfrecord"))):
         digest = hashlib.sha256()
-        with open(os.path.join(out_dir, f"{split}-00000-of-00001.tfrecord"), "rb") as handle:
+        with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
-        digests[split] = digest.hexdigest()
+        digests[os.path.basename(path)] = digest.hexdigest()
     return digests
 
 
@@ -218,10 +226,11 @@ def main(argv=None) -> dict:
             seconds[variant] = timed_child(variant, data, out, args)
             print(f"{label}: {seconds[variant]:.1f} s, {n / seconds[variant]:,.0f} drawings/s", flush=True)
             if variant != "plain":
-                digests[variant] = split_digests(out)
+                digests[variant] = shard_digests(out)
             shutil.rmtree(out)  # each variant starts with the same free memory and disk
         same = digests["job1"] == digests["loop"] == digests["job2"]
-        print("the loop and the job (1 and 2 workers) wrote the same train/eval/test bytes:", "yes" if same else "NO")
+        print(f"the loop and the job (1 and 2 workers) wrote the same bytes in {len(digests['job1'])} Example files:",
+              "yes" if same else "NO")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
@@ -232,6 +241,7 @@ def main(argv=None) -> dict:
         "raster_error_ours": round(error["ours"], 3),
         "raster_error_cv2": round(error["cv2"], 3),
         "same_bytes_as_loop": same,
+        "example_files": len(digests["job1"]),
         "plain_loop_per_s": round(n / seconds["plain"]),
         "fast_loop_per_s": round(n / seconds["loop"]),
         "job_1_worker_per_s": round(n / seconds["job1"]),

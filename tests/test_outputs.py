@@ -231,3 +231,28 @@ def test_long_records_merge_in_the_same_order_as_short_ones(tmp_path):
     merged = [(hi, lo, record) for t in tables for hi, lo, record in zip(
         *(t.column(name).to_pylist() for name in (runs.KEY_HI, runs.KEY_LO, runs.RECORD)))]
     assert merged == sorted(rows)
+
+
+def test_num_shards_auto_is_the_count_for_the_largest_split():
+    import argparse
+
+    def never_called():
+        raise AssertionError("the estimate is only needed for auto")
+
+    assert outputs.resolve_num_shards(argparse.Namespace(num_shards=5), "job", never_called) == 5
+    for expected_bytes, count in [(0, 1), (1, 1), (outputs.SHARD_BYTES, 1), (outputs.SHARD_BYTES + 1, 2),
+                                  (9 * outputs.SHARD_BYTES - 1, 9)]:
+        args = argparse.Namespace(num_shards=None)
+        assert outputs.resolve_num_shards(args, "job", lambda: expected_bytes) == count
+        assert args.num_shards == count  # what the run summary records
+
+
+@pytest.mark.parametrize("text, message", [("0", "at least 1"), ("-2", "at least 1"), ("many", "whole number or 'auto'")])
+def test_num_shards_flag_accepts_a_count_or_auto_only(text, message):
+    import argparse
+
+    from beam_jobs import options
+
+    assert options.shard_count("auto") is None and options.shard_count("12") == 12
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        options.shard_count(text)

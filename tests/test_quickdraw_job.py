@@ -233,3 +233,21 @@ def test_bad_usage_exits_2_with_a_message(tmp_path):
     assert result.returncode == 2
     assert "matches no file" in result.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_num_shards_auto_writes_what_the_same_count_given_explicitly_writes(tmp_path, monkeypatch, shared_data):
+    from beam_jobs import outputs
+
+    flags = [f"--input={QUICKDRAW}/raw/*.ndjson", "--image_size=28"]
+    paths = sorted(glob.glob(str(QUICKDRAW / "raw" / "*.ndjson")))
+    # Files of a third of the largest split's estimated bytes (and a little more): three per split.
+    monkeypatch.setattr(outputs, "SHARD_BYTES",
+                        quickdraw_to_tfrecord.largest_split_bytes(paths, 28, (0.8, 0.1, 0.1)) // 3 + 1)
+    auto = quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'auto'}"])
+    given = quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'given'}", "--num_shards=3"])
+    assert auto["options"]["num_shards"] == 3
+    first, second = output_bytes(str(tmp_path / "auto")), output_bytes(str(tmp_path / "given"))
+    assert sorted(name for name in first if name.endswith(".tfrecord")) == sorted(
+        f"{split}-{shard:05d}-of-00003.tfrecord" for split in SPLITS for shard in range(3))
+    assert first == second
+    assert sum(auto["written"].values()) == len(source_records("raw/*.ndjson"))
