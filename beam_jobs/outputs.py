@@ -275,7 +275,9 @@ class WriteCounts(beam.PTransform):
             with FileSystems.create(self._path) as handle:
                 handle.write(json.dumps(total, sort_keys=True).encode())
 
-        return counts | "SumCounts" >> beam.CombineGlobally(merge_counts) | "WriteCounts" >> beam.Map(write)
+        # Without a default for no input (and the stage that adds it): no counts, no file, and
+        # read_counts gives {} for that.
+        return counts | "SumCounts" >> beam.CombineGlobally(merge_counts).without_defaults() | "WriteCounts" >> beam.Map(write)
 
 
 def _exists(path: str) -> bool:

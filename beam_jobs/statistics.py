@@ -105,7 +105,7 @@ class InputsToStatistics(beam.PTransform):
     """Pipeline begin -> statistics per split of a Source.
 
         result = pipeline | InputsToStatistics(source=source, schema=schema)
-        result.statistics["all"] | tfdv.WriteStatisticsToBinaryFile(path)
+        result.statistics["all"] | beam.Map(stats_io.write_binary, path)
     """
 
     def __init__(self, *, source: Source, schema: Optional[schema_pb2.Schema] = None,
@@ -189,8 +189,8 @@ def compute(source: Source, schema: Optional[schema_pb2.Schema], slice_by: Optio
         result = pipeline | "InputsToStatistics" >> InputsToStatistics(
             source=source, schema=schema, slice_by=slice_by, batch_size=batch_size)
         for split, stats in result.statistics.items():
-            _ = stats | f"WriteStatistics[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
-                stats_io.stats_path(staged.staging_dir, split))
+            _ = stats | f"WriteStatistics[{split}]" >> beam.Map(
+                stats_io.write_binary, stats_io.stats_path(staged.staging_dir, split))
         _ = (
             result.dead_letters
             | "KeyDeadLetters" >> beam.Map(lambda letter: (0, [(dead_letters.sort_key(letter), dead_letters.encode(letter))]))

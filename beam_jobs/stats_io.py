@@ -30,6 +30,13 @@ def stats_path(output_dir: str, split: str) -> str:
     return FileSystems.join(output_dir, split, STATS_FILE)
 
 
+def write_binary(stats: statistics_pb2.DatasetFeatureStatisticsList, path: str) -> None:
+    """The file tfdv.WriteStatisticsToBinaryFile writes (the serialized proto), from a Map: for
+    one element, not through a Beam Write and the five stages it adds to the pipeline."""
+    with FileSystems.create(path) as handle:
+        handle.write(stats.SerializeToString())
+
+
 def _read(path: str) -> bytes:
     try:
         with FileSystems.open(path) as handle:
