@@ -94,3 +94,19 @@ def test_no_fork_while_another_thread_runs():
     finally:
         stop.set()
         thread.join()
+
+
+def test_the_heap_is_frozen_for_the_run_only(tmp_path):
+    import gc
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    seen = tmp_path / "frozen"
+    before = gc.get_freeze_count()
+    with local_workers.pipeline(PipelineOptions([])) as pipeline:
+        frozen = gc.get_freeze_count()
+        _ = pipeline | beam.Create([1]) | beam.Map(lambda _: seen.write_text(str(gc.get_freeze_count())))
+    assert before == 0 and frozen > 100_000  # every object of the imports (Beam, pyarrow, TensorFlow)
+    assert int(seen.read_text()) > 100_000  # still frozen while the pipeline runs
+    assert gc.get_freeze_count() == 0
