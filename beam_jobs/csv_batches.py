@@ -278,13 +278,13 @@ class CsvResult(NamedTuple):
     record_batches: beam.PCollection  # pa.RecordBatch, typed as TFXIO's CSV decoder types them
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
-    kinds: beam.PCollection  # one {column: KindEvidence} dict: the widest kind each column needs
+    kinds: beam.PCollection  # one {column: KindEvidence} dict (none without rows): the widest kind each column needs
 
 
 class CsvToRecordBatches(beam.PTransform):
     """LineRange elements of CSV files -> RecordBatches for `tfdv.GenerateStatistics`.
 
-        ranges = pipeline | beam.Create(line_ranges.plan(paths)) | beam.Reshuffle()
+        ranges = pipeline | beam.Create(line_ranges.plan(paths))  # Create reshuffles them over workers
         result = ranges | CsvToRecordBatches(column_names=names, schema=schema)
         stats = result.record_batches | tfdv.GenerateStatistics(stats_options)
 
@@ -311,10 +311,14 @@ class CsvToRecordBatches(beam.PTransform):
             | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job)).with_outputs(
                 ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, main="kinds")
         )
-        kinds = parsed.kinds | "WidestKinds" >> beam.CombineGlobally(widest)
+        # No default for an input without rows (nor the stage that adds it): the side input has
+        # its own, and the second pass then has no row to type.
+        kinds = parsed.kinds | "WidestKinds" >> beam.CombineGlobally(widest).without_defaults()
         types = kinds | "ColumnKinds" >> beam.Map(column_kinds, self._names, self._schema_kinds)
+        no_rows = column_kinds({}, self._names, self._schema_kinds)
         record_batches = ranges | "ReadAndType" >> beam.ParDo(
-            ParseToRecordBatchFn(self._names, self._job, self._batch_size), kinds=pvalue.AsSingleton(types))
+            ParseToRecordBatchFn(self._names, self._job, self._batch_size),
+            kinds=pvalue.AsSingleton(types, default_value=no_rows))
         return CsvResult(record_batches, parsed.dead_letters, parsed.counts, kinds)
 
 

@@ -294,8 +294,7 @@ class DrawingsToExamples(beam.PTransform):
     def expand(self, pbegin):
         encoded = (
             pbegin
-            | "ListFiles" >> beam.Create(self._paths)
-            | "SpreadFiles" >> beam.Reshuffle()
+            | "ListFiles" >> beam.Create(self._paths)  # reshuffled by Create: files spread over workers
             | "EncodeDrawings" >> beam.ParDo(self._to_runs).with_outputs(
                 DrawingsToRunsFn.DEAD_LETTER_TAG, DrawingsToRunsFn.COUNTS_TAG, DrawingsToRunsFn.SAMPLES_TAG,
                 DrawingsToRunsFn.KEYS_TAG, DrawingsToRunsFn.WORDS_TAG, main="runs")

@@ -128,8 +128,7 @@ class InputsToStatistics(beam.PTransform):
             if self._source.kind == "csv":
                 parsed = (
                     pipeline
-                    | f"PlanRanges[{split}]" >> beam.Create(line_ranges.plan(paths))
-                    | f"SpreadRanges[{split}]" >> beam.Reshuffle()
+                    | f"PlanRanges[{split}]" >> beam.Create(line_ranges.plan(paths))  # reshuffled by Create
                     | f"CsvToRecordBatches[{split}]" >> csv_batches.CsvToRecordBatches(
                         column_names=self._source.column_names, schema=self._schema, job=_JOB,
                         batch_size=self._batch_size)

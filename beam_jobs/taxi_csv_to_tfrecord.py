@@ -191,12 +191,12 @@ class CsvToExamples(beam.PTransform):
                                    batch_size=batch_size)
 
     def expand(self, pbegin):
-        # Files, not records, are spread over workers: shuffling parsed records costs more
-        # than converting them (split a big input into several files for parallelism).
+        # Files, not records, are spread over workers (by Create's own reshuffle): shuffling
+        # parsed records costs more than converting them (split a big input into several
+        # files for parallelism).
         result = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
             | "ParseAndEncode" >> beam.ParDo(self._fn).with_outputs(
                 CsvToExamplesFn.DEAD_LETTER_TAG, CsvToExamplesFn.COUNTS_TAG, main="runs")
         )

@@ -198,8 +198,7 @@ def read_raw_splits(pipeline, files: Dict[str, List[str]], decoder_path: str, ba
                     tensor_adapter_config.tensor_representations, tensor_adapter_config.original_type_specs)
         title = f"{stage}{split.capitalize()}"
         raw[split] = (pipeline
-                      | f"{title}Files" >> beam.Create(split_files)
-                      | f"{title}Spread" >> beam.Reshuffle()
+                      | f"{title}Files" >> beam.Create(split_files)  # reshuffled by Create: spread over workers
                       | title >> beam.ParDo(ReadRecordBatchesFn(decoder_path, batch_size, with_order)))
     return raw, tensor_adapter_config
 

@@ -225,3 +225,11 @@ def test_same_input_gives_the_same_bytes(data2_stats, tmp_path):
     statistics.run([f"--input={TAXI / 'data2.csv'}", f"--output_dir={tmp_path}"])
     for name in (stats_io.STATS_FILE, stats_io.STATS_TEXT_FILE):
         assert (tmp_path / "all" / name).read_bytes() == (first / "all" / name).read_bytes()
+
+
+def test_a_csv_with_only_its_header_gives_zero_examples_not_an_error(tmp_path):
+    (tmp_path / "empty.csv").write_text("a,b\n")
+    summary = statistics.run([f"--input={tmp_path / 'empty.csv'}", f"--output_dir={tmp_path / 'out'}"])
+    assert summary["examples"] == {"all": 0}
+    assert (summary["lines_read"], summary["header_lines"], summary["rejected"]) == (1, 1, {})
+    assert summary["column_types"] == {"a": "NULL", "b": "NULL"}
