@@ -55,6 +55,17 @@ def _sizes(paths: Iterable[str]) -> List[Tuple[str, int]]:
 _GZIP_RATIO = 5
 
 
+def mean_line_bytes(path: str, sample_bytes: int = 1 << 20) -> float:
+    """Mean length of the first lines of `path` (about `sample_bytes` of them, decompressed),
+    for estimates: the same file gives the same figure."""
+    read = lines = 0
+    for line in iter_lines(path):
+        read, lines = read + len(line), lines + 1
+        if read >= sample_bytes:
+            break
+    return read / lines if lines else 1.0
+
+
 def expanded_size(paths: Iterable[str]) -> int:
     """About how many bytes the files hold once decompressed (an estimate, for sizing buffers)."""
     return sum(size * (_GZIP_RATIO if path.endswith(".gz") else 1) for path, size in _sizes(paths))

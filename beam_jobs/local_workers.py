@@ -200,13 +200,17 @@ def pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
     The objects that exist when it starts (the imports: well over a million with TensorFlow)
     are frozen out of the garbage collector for the run (gc.freeze, as Python's documentation
     advises before a fork): each full collection would scan them all, 0.2-0.3 s, and in a
-    forked worker touch, so copy, every page that holds one."""
-    gc.freeze()
+    forked worker touch, so copy, every page that holds one. A heap its caller froze is left
+    as it is."""
+    owner = gc.get_freeze_count() == 0
+    if owner:
+        gc.freeze()
     try:
         with _pipeline(pipeline_options) as built:
             yield built
     finally:
-        gc.unfreeze()
+        if owner:
+            gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -230,13 +230,17 @@ class WriteExampleShardFn(beam.DoFn):
         yield pvalue.TaggedOutput(self.COUNTS_TAG, {"filtered": filtered, "written." + shard_key[0]: written})
 
 
-# For runs.range_bits_for only (any estimate gives the same output): a simplified ndjson
-# line takes about 500 bytes, an Example about 1.5 bytes per pixel plus its strokes.
-_INPUT_BYTES_PER_DRAWING, _EXAMPLE_BYTES_PER_PIXEL, _EXAMPLE_BYTES_BESIDE_PIXELS = 500, 1.5, 1000
+# For runs.range_bits_for (memory only) and --num_shards auto (how many files): an Example
+# takes about 1.5 bytes per pixel plus its strokes. Drawings are counted from the length of
+# the first file's first lines (a raw drawing's line is several times a simplified one's),
+# before any filter: with --categories or --max_per_category, files come out smaller.
+_EXAMPLE_BYTES_PER_PIXEL, _EXAMPLE_BYTES_BESIDE_PIXELS = 1.5, 1000
 
 
 def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
-    drawings = inputs.expanded_size(paths) // _INPUT_BYTES_PER_DRAWING
+    if not paths:
+        return 0
+    drawings = inputs.expanded_size(paths) / inputs.mean_line_bytes(sorted(paths)[0])
     return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 

@@ -59,6 +59,6 @@ def shard_key_indices(split_of, shard_of, num_shards: int) -> np.ndarray:
 
 
 def shard_indices(keys: Sequence[bytes], num_shards: int) -> np.ndarray:
-    if num_shards == 1:  # the default: no hashing needed
+    if num_shards == 1:  # no hashing needed
         return np.zeros(len(keys), dtype=np.int32)
     return (key_hashes(keys, b"shard:") % np.uint64(num_shards)).astype(np.int32)

@@ -44,9 +44,11 @@ from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, local_work
 
 _JOB = "statistics"
 # Rows per RecordBatch given to TFDV, by input kind: TFDV pays per batch and per accumulator
-# (its combine spreads batches over 128 keys), so CSV's narrow rows come in big batches;
-# Examples may be wide (a QuickDraw image is 4,096 values), so theirs stay smaller.
+# (its combine spreads batches over 128 keys), so CSV's narrow rows come in big batches, fewer
+# for a CSV so wide that a batch would hold more than _CSV_CELLS_PER_BATCH cells; Examples may
+# be wide (a QuickDraw image is 4,096 values), so theirs stay smaller.
 DEFAULT_BATCH_SIZES = {"csv": 32768, "tfrecord": 4096}
+_CSV_CELLS_PER_BATCH = 1 << 22
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfrecords", ".tfrecords.gz")
 _KINDS_FILE = "_column_kinds.json"
 
@@ -90,6 +92,8 @@ def resolve_source(input_patterns: Optional[List[str]], examples_dir: Optional[s
 def batch_size_for(source: Source, requested: Optional[int]) -> int:
     """The --batch_size given, or the default for the kind of input (DEFAULT_BATCH_SIZES)."""
     if requested is None:
+        if source.kind == "csv" and source.column_names:
+            return max(1, min(DEFAULT_BATCH_SIZES["csv"], _CSV_CELLS_PER_BATCH // len(source.column_names)))
         return DEFAULT_BATCH_SIZES[source.kind]
     if requested < 1:
         raise options.UsageError("--batch_size must be at least 1")
@@ -259,7 +263,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="Also write a self-contained HTML report to this path.")
     parser.add_argument("--batch_size", type=int,
                         help=f"Rows per Arrow batch given to TFDV (default {DEFAULT_BATCH_SIZES['csv']:,} for CSV, "
-                             f"{DEFAULT_BATCH_SIZES['tfrecord']:,} for Examples).")
+                             f"fewer for a very wide one; {DEFAULT_BATCH_SIZES['tfrecord']:,} for Examples).")
 
 
 def parse_args(argv):

@@ -203,8 +203,8 @@ class CsvToExamples(beam.PTransform):
         return CsvResult(result.runs, result.dead_letters, result.counts)
 
 
-# A serialized Example takes about this many times its CSV line (for runs.range_bits_for and
-# --num_shards auto; any estimate gives the same records, in the same order).
+# A serialized Example takes about this many times its CSV line: for runs.range_bits_for
+# (memory only) and for --num_shards auto, where it sets how many files there are.
 _EXAMPLE_BYTES_PER_CSV_BYTE = 4
 
 

@@ -303,7 +303,8 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
     import tensorflow_transform.beam as tft_beam
 
     args.batch_size = batch_size_for(schema, args.batch_size)
-    # Transformed Examples take about as many bytes as the raw ones.
+    # Sized from the raw Examples: a transform that widens features (QuickDraw's pixels, int64
+    # varints, become 4-byte floats) makes files several times larger than SHARD_BYTES.
     outputs.resolve_num_shards(args, job, lambda: max(inputs.expanded_size(paths) for paths in files.values()))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         with local_workers.pipeline(pipeline_options) as pipeline:

@@ -8,7 +8,7 @@ On the real simplified sample (../shared/data/quickdraw) replicated to N drawing
                    drawings/s ratio; quality of both against an 8x supersampled rendering.
   job_vs_fast_loop the job on the DirectRunner, one worker, vs a plain single-process loop doing
                    the same work and writing the same files (orjson parse and checks, OpenCV
-                   raster, tfx_bsl batch Example encoding, labels, splits sorted in memory,
+                   raster, tfx_bsl batch Example encoding, labels, shards sorted in memory,
                    tf.io.TFRecordWriter), drawings/s ratio; the bytes are compared.
   workers2_vs_1    the job with two worker processes vs one, drawings/s ratio.
 
@@ -212,6 +212,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.child:
         return child(args.child, args.data, args.out, args.image_size, args.line_width)
     work = tempfile.mkdtemp(prefix="qd-bench-")
@@ -223,19 +225,19 @@ def main(argv=None) -> dict:
         ours, cv2_rate, error = bench_raster(paths, args.image_size, args.line_width)
         print(f"rasterize: ours {ours:,.0f}/s, OpenCV baseline {cv2_rate:,.0f}/s; mean |error| against an "
               f"8x supersampled reference: ours {error['ours']:.2f}/255, baseline {error['cv2']:.2f}/255")
-        runs, digests = {variant: [] for variant in _VARIANTS}, {}
+        times, digests = {variant: [] for variant in _VARIANTS}, {}
         for round_number in range(1, args.repeats + 1):
             for variant, label in (("plain", "plain loop (one unsorted file, no labels)"),
                                    ("loop", "fast loop (the job's files)"), ("job1", "job, 1 worker"),
                                    ("job2", "job, 2 workers")):
                 out = os.path.join(work, variant)
-                runs[variant].append(timed_child(variant, data, out, args))
-                print(f"round {round_number}: {label}: {runs[variant][-1]:.1f} s, "
-                      f"{n / runs[variant][-1]:,.0f} drawings/s", flush=True)
+                times[variant].append(timed_child(variant, data, out, args))
+                print(f"round {round_number}: {label}: {times[variant][-1]:.1f} s, "
+                      f"{n / times[variant][-1]:,.0f} drawings/s", flush=True)
                 if variant != "plain":
                     digests.setdefault(variant, []).append(shard_digests(out))
                 shutil.rmtree(out)  # each variant starts with the same free memory and disk
-        seconds = benchmarks.best_of(runs)
+        seconds = benchmarks.best_of(times)
         same = all(found == digests["loop"][0] for found in digests["loop"] + digests["job1"] + digests["job2"])
         print(f"the loop and the job (1 and 2 workers) wrote the same bytes in {len(digests['job1'][0])} "
               "Example files:", "yes" if same else "NO")
@@ -250,7 +252,7 @@ def main(argv=None) -> dict:
         "raster_error_cv2": round(error["cv2"], 3),
         "same_bytes_as_loop": same,
         "example_files": len(digests["job1"][0]),
-        "seconds_per_round": {variant: [round(t, 2) for t in times] for variant, times in runs.items()},
+        "seconds_per_round": {variant: [round(t, 2) for t in found] for variant, found in times.items()},
         "plain_loop_per_s": round(n / seconds["plain"]),
         "fast_loop_per_s": round(n / seconds["loop"]),
         "job_1_worker_per_s": round(n / seconds["job1"]),

@@ -26,6 +26,7 @@ processes over 1), peak memory, and the raw figures.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,28 +90,32 @@ def _tree_memory_bytes(root: int) -> tuple:
     counts a page shared by n processes as 1/n in each (forked workers share the launcher's
     pages until they write to them), so the sum is what the processes take together; resident
     memory counts it in each of them."""
-    children, memory = {}, {}
+    children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as handle:
                 parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            memory[int(entry)] = _memory_kb(int(entry))
-        except (OSError, ValueError, IndexError, KeyError):
+        except (OSError, ValueError, IndexError):
             continue
         children.setdefault(parent, []).append(int(entry))
     pss = rss = 0
     todo = [root]
-    while todo:
+    while todo:  # smaps_rollup walks a process's page tables: only the tree's are read
         pid = todo.pop()
-        pss, rss = pss + memory.get(pid, (0, 0))[0] * 1024, rss + memory.get(pid, (0, 0))[1] * 1024
+        try:
+            found = _memory_kb(pid)
+        except (OSError, ValueError, KeyError):
+            found = (0, 0)
+        pss, rss = pss + found[0] * 1024, rss + found[1] * 1024
         todo.extend(children.get(pid, []))
     return pss, rss
 
 
 def run_variant(variant: str, data: str, work: str) -> dict:
     out = os.path.join(work, variant)
+    shutil.rmtree(out, ignore_errors=True)  # each round writes a new output, not over the last one
     os.sync()  # a variant must not pay for the pages the one before left dirty
     child = subprocess.Popen([sys.executable, "-m", "benchmarks.statistics", "--_variant", variant,
                               "--data", data, "--_out", out], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -179,6 +184,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--_variant", choices=_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args._variant:
         print(json.dumps(_measure(args._variant, args.data, args._out)))
         return {}

@@ -66,6 +66,24 @@ def test_line_ranges_cover_every_line_once_with_its_number(shared_data):
     assert got == expected
 
 
+def test_line_ranges_are_equal_across_chunks_and_lines_longer_than_a_range(tmp_path, monkeypatch):
+    monkeypatch.setattr(line_ranges, "_CHUNK", 64)  # every read crosses lines, every cut crosses reads
+    lines = [b"%d,%s" % (i, b"y" * (5000 if i == 40 else i % 13)) for i in range(400)]
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    size, target = path.stat().st_size, 1000
+    ranges = line_ranges.plan([str(path)], target_bytes=target)
+    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 64)
+           for i, line in enumerate(batch.lines)]
+    assert got == list(enumerate(lines, start=1))
+    # One cut per point k*size/parts, at the first newline after it; points inside the long
+    # line (line 41) give one cut, after it.
+    parts = -(-size // target)
+    ends = [len(b"".join(line + b"\n" for line in lines[:n])) for n in range(1, len(lines) + 1)]
+    expected_starts = sorted({next(end for end in ends if end > size * k // parts) for k in range(1, parts)} - {size})
+    assert [r.start for r in ranges] == [0] + expected_starts
+
+
 def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart(tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_bytes(b"a,b\r\n" + b"".join(b"%d,x\r\n" % i if i % 7 else b"\n" for i in range(3000)) + b"9,end")
@@ -233,3 +251,13 @@ def test_a_csv_with_only_its_header_gives_zero_examples_not_an_error(tmp_path):
     assert summary["examples"] == {"all": 0}
     assert (summary["lines_read"], summary["header_lines"], summary["rejected"]) == (1, 1, {})
     assert summary["column_types"] == {"a": "NULL", "b": "NULL"}
+
+
+@pytest.mark.parametrize("columns, expected", [(["a", "b"], 32768), ([f"c{i}" for i in range(1000)], 4194)])
+def test_default_batch_sizes_by_input_kind_and_width(columns, expected):
+    csv_source = statistics.Source("csv", {"all": ["x.csv"]}, columns)
+    assert statistics.batch_size_for(csv_source, None) == expected  # at most 4M cells a batch
+    assert statistics.batch_size_for(statistics.Source("tfrecord", {"all": ["x.tfrecord"]}), None) == 4096
+    assert statistics.batch_size_for(csv_source, 100) == 100
+    with pytest.raises(options.UsageError, match="at least 1"):
+        statistics.batch_size_for(csv_source, 0)
