@@ -8,7 +8,7 @@ of many files spreads over workers; one huge file is read by one worker.
 
 import gzip
 import zlib
-from typing import Iterable, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -55,15 +55,16 @@ def _sizes(paths: Iterable[str]) -> List[Tuple[str, int]]:
 _GZIP_RATIO = 5
 
 
-def mean_line_bytes(path: str, sample_bytes: int = 1 << 20) -> float:
-    """Mean length of the first lines of `path` (about `sample_bytes` of them, decompressed),
-    for estimates: the same file gives the same figure."""
+def mean_line_bytes(paths: Sequence[str], sample_bytes: int = 1 << 20) -> Optional[float]:
+    """Mean length of the first lines of the files, in order (about `sample_bytes` of them,
+    decompressed), for estimates: the same files give the same figure. None without a line."""
     read = lines = 0
-    for line in iter_lines(path):
-        read, lines = read + len(line), lines + 1
-        if read >= sample_bytes:
-            break
-    return read / lines if lines else 1.0
+    for path in paths:
+        for line in iter_lines(path):
+            read, lines = read + len(line), lines + 1
+            if read >= sample_bytes:
+                return read / lines
+    return read / lines if lines else None
 
 
 def expanded_size(paths: Iterable[str]) -> int:

@@ -232,15 +232,16 @@ class WriteExampleShardFn(beam.DoFn):
 
 # For runs.range_bits_for (memory only) and --num_shards auto (how many files): an Example
 # takes about 1.5 bytes per pixel plus its strokes. Drawings are counted from the length of
-# the first file's first lines (a raw drawing's line is several times a simplified one's),
+# the first lines of the files (a raw drawing's line is several times a simplified one's),
 # before any filter: with --categories or --max_per_category, files come out smaller.
 _EXAMPLE_BYTES_PER_PIXEL, _EXAMPLE_BYTES_BESIDE_PIXELS = 1.5, 1000
 
 
 def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
-    if not paths:
+    line_bytes = inputs.mean_line_bytes(sorted(paths))
+    if line_bytes is None:
         return 0
-    drawings = inputs.expanded_size(paths) / inputs.mean_line_bytes(sorted(paths)[0])
+    drawings = inputs.expanded_size(paths) / line_bytes
     return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 

@@ -254,3 +254,12 @@ def test_num_shards_auto_writes_what_the_same_count_given_explicitly_writes(tmp_
     # About the size asked for (a third of the largest split's estimate): an estimate, so within half of it.
     largest = max(len(data) for name, data in first.items() if name.endswith(".tfrecord"))
     assert 0.5 * outputs.SHARD_BYTES <= largest <= 1.5 * outputs.SHARD_BYTES
+
+
+def test_an_empty_first_file_does_not_change_the_auto_file_count(tmp_path, shared_data):
+    # Drawings are counted from the files' first lines: an empty file (sorted first) has none.
+    (tmp_path / "0-empty.ndjson").write_bytes(b"")
+    flags = [f"--input={tmp_path / '0-empty.ndjson'},{QUICKDRAW}/raw/*.ndjson", "--image_size=28"]
+    with_empty = quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'out'}"])
+    assert with_empty["options"]["num_shards"] == 1
+    assert sum(with_empty["written"].values()) == len(source_records("raw/*.ndjson"))
