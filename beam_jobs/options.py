@@ -61,8 +61,9 @@ def add_shard_args(parser: argparse.ArgumentParser) -> None:
     """How Example TFRecords are written: shared by the ingest and transform jobs."""
     parser.add_argument(
         "--num_shards", type=shard_count, default=AUTO,
-        help="TFRecord files per split, or auto (default): about 128 MB per file in the largest split, "
-             "from the input's size, so files are written and read in parallel.")
+        help="TFRecord files per split, or auto (default): about 128 MB (uncompressed) per file in the "
+             "largest split, estimated from the input's size before any filter, so files are written and "
+             "read in parallel; the count used is in run_summary.json.")
     parser.add_argument(
         "--compression",
         choices=("none", "gzip"),
