@@ -160,13 +160,19 @@ def binary_offsets(array: pa.LargeBinaryArray) -> np.ndarray:
     return np.frombuffer(array.buffers()[1], np.int64)[array.offset:array.offset + len(array) + 1]
 
 
+def binary_values(array: pa.LargeBinaryArray) -> np.ndarray:
+    """The value bytes of a large_binary array as a read-only uint8 view (index it with
+    binary_offsets), without copying them."""
+    data = array.buffers()[2]
+    return np.frombuffer(data if data is not None else b"", np.uint8)
+
+
 def place_values(out: np.ndarray, positions: np.ndarray, array: pa.LargeBinaryArray) -> None:
     """Copies value i of a large_binary array into the uint8 array `out` at positions[i], one
     slice each: for long values (records over 1 KB) this beats Arrow's take and joins, which
     grow their output as they go; for short ones the Python loop costs more."""
     offsets = binary_offsets(array)
-    data = array.buffers()[2]
-    flat = np.frombuffer(data if data is not None else b"", np.uint8)
+    flat = binary_values(array)
     for at, begin, end in zip(positions.tolist(), offsets[:-1].tolist(), offsets[1:].tolist()):
         out[at:at + end - begin] = flat[begin:end]
 

@@ -60,13 +60,18 @@ def example_files(num_shards: int, compression: str) -> Dict[tuple, str]:
 SHARD_BYTES = 128 << 20
 
 
+def auto_num_shards(largest_split_bytes: int) -> int:
+    """Files per split for `--num_shards auto`, given the expected bytes of the largest split."""
+    return max(1, math.ceil(largest_split_bytes / SHARD_BYTES))
+
+
 def resolve_num_shards(args, job: str, largest_split_bytes: Callable[[], int]) -> int:
-    """`args.num_shards`, or for `auto` (None) the count for the expected bytes of the largest
-    split, stored back into `args` so the run summary records it. An estimate from the input
-    files' sizes: the same input and flags give the same count on any runner."""
+    """`args.num_shards`, or for `auto` (None) auto_num_shards of the expected bytes of the
+    largest split, stored back into `args` so the run summary records it. An estimate from the
+    input files' sizes: the same input and flags give the same count on any runner."""
     if args.num_shards is None:
         expected = largest_split_bytes()
-        args.num_shards = max(1, math.ceil(expected / SHARD_BYTES))
+        args.num_shards = auto_num_shards(expected)
         logging.info("%s: --num_shards auto: %d file(s) per split (about %s bytes expected in the largest split)",
                      job, args.num_shards, f"{expected:,}")
     return args.num_shards
@@ -100,8 +105,7 @@ def tfrecord_frames(records: pa.Array, suffixes: Optional[pa.Array] = None) -> p
     offsets = example_bytes.binary_offsets(records)
     lengths = np.diff(offsets)
     # A read-only numpy view: google_crc32c takes slices of it without copying each record.
-    data = records.buffers()[2]
-    flat = np.frombuffer(data if data is not None else b"", np.uint8)
+    flat = example_bytes.binary_values(records)
     views = (flat[begin:end] for begin, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()))
     pieces = [records]
     if suffixes is None:

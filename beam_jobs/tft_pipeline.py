@@ -295,25 +295,26 @@ def transform_and_publish(job: str, args, pipeline_options, *, files: Dict[str, 
     """What both TFT jobs do around their transform_fn; returns the run summary.
 
     `args.batch_size` (for the schema: batch_size_for) and `args.num_shards` (auto: from the
-    largest split's input) are first resolved, so the summary records what was used. In a staging directory: `transform_fn_for(pipeline, staging_dir,
-    decoder_path)` puts the transform_fn in the pipeline (`decoder_path` is for
-    read_raw_splits), every split of `files` is transformed with it and written with its
-    counts; then the run is published with its summary and logged.
+    largest split's input) are first resolved, so the summary records what was used. In a
+    staging directory: `transform_fn_for(pipeline, staging_dir, decoder_path)` puts the
+    transform_fn in the pipeline (`decoder_path` is for read_raw_splits), every split of
+    `files` is transformed with it and written with its counts; then the run is published
+    with its summary and logged.
     """
     import tensorflow_transform.beam as tft_beam
 
     args.batch_size = batch_size_for(schema, args.batch_size)
+    split_bytes = [inputs.expanded_size(paths) for paths in files.values()]
     # Sized from the raw Examples: a transform that widens features (QuickDraw's pixels, int64
     # varints, become 4-byte floats) makes files several times larger than SHARD_BYTES.
-    outputs.resolve_num_shards(args, job, lambda: max(inputs.expanded_size(paths) for paths in files.values()))
+    outputs.resolve_num_shards(args, job, lambda: max(split_bytes))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         with local_workers.pipeline(pipeline_options) as pipeline:
             with tft_beam.Context(temp_dir=staged.temp_dir, passthrough_keys={ORDER_COLUMN}):
                 decoder_path = save_example_decoder(schema, staged.temp_dir)
                 transform_fn = transform_fn_for(pipeline, staged.staging_dir, decoder_path)
                 raw, tensor_adapter_config = read_raw_splits(pipeline, files, decoder_path, args.batch_size)
-                range_bits = runs.range_bits_for(
-                    inputs.expanded_size([path for paths in files.values() for path in paths]) // args.num_shards)
+                range_bits = runs.range_bits_for(sum(split_bytes) // args.num_shards)
                 result = transform_splits(job, raw, tensor_adapter_config, transform_fn, args.num_shards,
                                           staged.temp_dir, range_bits)
                 write_outputs(result, staged.staging_dir, args.num_shards, args.compression)

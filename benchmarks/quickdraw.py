@@ -171,9 +171,8 @@ def child(variant: str, data: str, out: str, image_size: int, line_width: int) -
         plain_loop(paths, out, image_size, line_width)
     elif variant == "loop":
         os.makedirs(out)  # as many files as the job writes with its default --num_shards auto
-        fast_loop(paths, out, image_size, line_width, outputs.resolve_num_shards(
-            argparse.Namespace(num_shards=None), "fast loop",
-            lambda: quickdraw_to_tfrecord.largest_split_bytes(paths, image_size, (0.8, 0.1, 0.1))))
+        fast_loop(paths, out, image_size, line_width, outputs.auto_num_shards(
+            quickdraw_to_tfrecord.largest_split_bytes(paths, image_size, (0.8, 0.1, 0.1))))
     else:
         quickdraw_to_tfrecord.run(flags + workers)
     print(json.dumps({"seconds": time.perf_counter() - start}))

@@ -16,9 +16,8 @@ the previous one wrote are flushed to disk. The variants run in `--repeats` roun
 largest peak memory. Peak memory is the largest summed proportional memory (PSS) of the
 process and its worker processes, sampled from /proc every 0.2 s (summed resident memory,
 which counts the pages forked workers share with the launcher once per process, is printed
-beside it). The two
-outputs are compared feature by feature (counts exactly; means, deviations, min, max within
-float32 rounding; string top values exactly). The last line printed is one JSON object:
+beside it). The two outputs are compared feature by feature (counts exactly; means,
+deviations, min, max within float32 rounding; string top values exactly). The last line printed is one JSON object:
 ours_over_tfdv (wall-time ratio, lower is better), workers2_vs_1 (speed-up of 2 worker
 processes over 1), peak memory, and the raw figures.
 """
