@@ -133,31 +133,45 @@ def widest(evidence: Sequence[Dict[str, KindEvidence]]) -> Dict[str, KindEvidenc
 
 
 class ParseCsvLinesFn(beam.DoFn):
-    """The first pass: LineBatch -> {column: KindEvidence}, the kinds its columns need.
+    """The first pass: LineRange -> {column: KindEvidence}, the kinds its columns need.
 
-    The first line of each file is its header and is skipped (the launcher checked it).
-    Rows that are not valid UTF-8 CSV with one field per column go to DEAD_LETTER_TAG.
+    It reads its range itself, batch by batch: a batch of lines passed on as an element
+    would be pickled by Beam to sample its size. The first line of each file is its header
+    and is skipped (the launcher checked it). Rows that are not valid UTF-8 CSV with one
+    field per column go to DEAD_LETTER_TAG; the range's counts go to COUNTS_TAG.
     """
 
     DEAD_LETTER_TAG = "dead_letters"
     COUNTS_TAG = "counts"
 
-    def __init__(self, column_names: Sequence[str], job: str):
+    def __init__(self, column_names: Sequence[str], job: str, batch_size: int = inputs.DEFAULT_BATCH_SIZE):
         self._names = list(column_names)
         self._job = job
+        self._batch_size = batch_size
 
     def setup(self):
         self._rejections = dead_letters.RejectionCounters(self._job)
         self._progress = Progress(self._job, "lines")
 
-    def process(self, batch: inputs.LineBatch):
-        counts = {"read": len(batch.lines)}
+    def process(self, line_range: line_ranges.LineRange):
+        counts: Dict[str, int] = {}
+        found = []
+        for batch in line_ranges.iter_line_batches(line_range, self._batch_size):
+            kinds = yield from self._batch_kinds(batch, counts)
+            if kinds:
+                found.append(kinds)
+        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        if found:
+            yield widest(found)
+
+    def _batch_kinds(self, batch: inputs.LineBatch, counts: Dict[str, int]):
+        """The kinds one batch's columns need; counts its lines into `counts`."""
         columns, numbers = yield from self._parse(batch, counts)
         self._progress.add(len(batch.lines))
-        counts["rows"] = len(numbers)
-        yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
+        counts["read"] = counts.get("read", 0) + len(batch.lines)
+        counts["rows"] = counts.get("rows", 0) + len(numbers)
         if not numbers:
-            return
+            return {}
         kinds = {}
         for name, strings in columns.items():
             kind, index = value_kind(strings)
@@ -165,7 +179,7 @@ class ParseCsvLinesFn(beam.DoFn):
                 at = numbers[index] if index is not None else numbers[0]
                 value = strings[index].as_py() if index is not None else ""
                 kinds[name] = KindEvidence(kind, batch.path, at, value)
-        yield kinds
+        return kinds
 
     def _parse(self, batch: inputs.LineBatch, counts: Dict[str, int]):
         """(columns, line numbers) of the good rows; yields dead letters on the way."""
@@ -222,10 +236,6 @@ class ParseToRecordBatchFn(ParseCsvLinesFn):
     It reads its range itself: a step with a side input has its input held by the runner
     until the side input is ready, and ranges are small where their lines are not.
     """
-
-    def __init__(self, column_names: Sequence[str], job: str, batch_size: int):
-        super().__init__(column_names, job)
-        self._batch_size = batch_size
 
     def setup(self):
         pass
@@ -307,8 +317,7 @@ class CsvToRecordBatches(beam.PTransform):
     def expand(self, ranges):
         parsed = (
             ranges
-            | "ReadLines" >> beam.FlatMap(line_ranges.iter_line_batches, batch_size=self._batch_size)
-            | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job)).with_outputs(
+            | "ParseCsv" >> beam.ParDo(ParseCsvLinesFn(self._names, self._job, self._batch_size)).with_outputs(
                 ParseCsvLinesFn.DEAD_LETTER_TAG, ParseCsvLinesFn.COUNTS_TAG, main="kinds")
         )
         # No default for an input without rows (nor the stage that adds it): the side input has

@@ -72,9 +72,21 @@ def add_shard_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Beam's default pickler here (2.61) is dill; Beam made cloudpickle its default later (2.65).
+# It pickles and unpickles the DoFns faster: pipeline construction and each stage's set-up in
+# every worker are shorter (statistics on 1M rows: 0.1 s less on one worker, 0.15 s on two).
+DEFAULT_PICKLE_LIBRARY = "cloudpickle"
+
+
 def parse(parser: argparse.ArgumentParser, argv):
-    """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does."""
+    """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does.
+
+    The pipeline options default to --pickle_library=cloudpickle (DEFAULT_PICKLE_LIBRARY);
+    a --pickle_library flag given (dill, default) is used instead.
+    """
     known_args, pipeline_args = parser.parse_known_args(argv)
+    if not any(arg == "--pickle_library" or arg.startswith("--pickle_library=") for arg in pipeline_args):
+        pipeline_args = [*pipeline_args, f"--pickle_library={DEFAULT_PICKLE_LIBRARY}"]
     # The code lives in an installed package, so workers import it: no main session to pickle.
     options = PipelineOptions(pipeline_args, save_main_session=False)
     # Recorded now: run summaries name the runner, and the portable runner clears the option.

@@ -150,11 +150,11 @@ class InputsToStatistics(beam.PTransform):
                 )
                 batches, kinds = parsed.record_batches, parsed.kinds
                 letters.append(parsed.dead_letters)
-                counts.append(parsed.counts)
+                counts.append(parsed.counts)  # the first pass counts the rows it found ("rows")
             else:
                 batches = pipeline | f"ReadExamples[{split}]" >> tfxio.TFExampleRecord(
                     file_pattern=paths, telemetry_descriptors=[_JOB]).BeamSource(self._batch_size)
-            counts.append(batches | f"CountRows[{split}]" >> beam.Map(_count_rows, split))
+                counts.append(batches | f"CountRows[{split}]" >> beam.Map(_count_rows, split))
             statistics[split] = batches | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(
                 stats_options(self._schema, self._slice_by))
         if not letters:
@@ -229,7 +229,9 @@ def compute(source: Source, schema: Optional[schema_pb2.Schema], slice_by: Optio
 
 def build_summary(source: Source, schema, counts: Dict[str, int], statistics: Dict, found: Dict,
                   widened: List[str]) -> dict:
-    rows = {split: counts.get(f"rows.{split}", 0) for split in sorted(source.splits)}
+    # CSV input is one split, whose rows the CSV parser counted; Examples are counted per split.
+    rows = ({split: counts.get("rows", 0) for split in source.splits} if source.kind == "csv" else
+            {split: counts.get(f"rows.{split}", 0) for split in sorted(source.splits)})
     for split, stats in statistics.items():
         counted = stats_io.default_split(stats).datasets[0].num_examples if stats.datasets else 0
         if counted != rows[split]:

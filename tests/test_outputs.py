@@ -256,3 +256,20 @@ def test_num_shards_flag_accepts_a_count_or_auto_only(text, message):
     assert options.shard_count("auto") is None and options.shard_count("12") == 12
     with pytest.raises(argparse.ArgumentTypeError, match=message):
         options.shard_count(text)
+
+
+@pytest.mark.parametrize("given, expected", [([], "cloudpickle"), (["--pickle_library=dill"], "dill"),
+                                             (["--pickle_library", "default"], "default")])
+def test_pipeline_options_pickle_with_cloudpickle_unless_told_otherwise(given, expected):
+    import argparse
+
+    from apache_beam.options.pipeline_options import SetupOptions
+
+    from beam_jobs import options
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output_dir")
+    args, pipeline_options = options.parse(parser, ["--output_dir=out", *given])
+    assert args.output_dir == "out"
+    assert pipeline_options.view_as(SetupOptions).pickle_library == expected
+    assert pipeline_options.view_as(SetupOptions).save_main_session is False

@@ -12,7 +12,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from beam_jobs import csv_batches, inputs, line_ranges, options, statistics, stats_io
+from beam_jobs import csv_batches, line_ranges, options, statistics, stats_io
 from tests.conftest import QUICKDRAW, TAXI
 
 TAXI_COLUMNS = 18
@@ -218,10 +218,10 @@ def _parsed(tmp_path, lines):
     path.write_bytes(b"\n".join([b"a,b,c"] + lines) + b"\n")
     typing = csv_batches.ParseToRecordBatchFn(list("abc"), "test", batch_size=100)
     record_batches = list(typing.process(line_ranges.LineRange(str(path), 0, None, 1), kinds))
-    first_pass = csv_batches.ParseCsvLinesFn(list("abc"), "test")
+    first_pass = csv_batches.ParseCsvLinesFn(list("abc"), "test", batch_size=100)
     first_pass.setup()
-    batch = inputs.LineBatch(str(path), 1, [b"a,b,c"] + lines)
-    letters = [o.value for o in first_pass.process(batch) if getattr(o, "tag", None) == "dead_letters"]
+    outputs = list(first_pass.process(line_ranges.LineRange(str(path), 0, None, 1)))
+    letters = [o.value for o in outputs if getattr(o, "tag", None) == "dead_letters"]
     columns = {name: [None if cell is None else cell[0].decode() for cell in record_batches[0].column(i).to_pylist()]
                for i, name in enumerate("abc")}
     return columns, letters
