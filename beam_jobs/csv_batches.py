@@ -155,14 +155,13 @@ class ParseCsvLinesFn(beam.DoFn):
 
     def process(self, line_range: line_ranges.LineRange):
         counts: Dict[str, int] = {}
-        found = []
+        found: Dict[str, KindEvidence] = {}
         for batch in line_ranges.iter_line_batches(line_range, self._batch_size):
             kinds = yield from self._batch_kinds(batch, counts)
-            if kinds:
-                found.append(kinds)
+            found = widest([found, kinds])
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if found:
-            yield widest(found)
+            yield found
 
     def _batch_kinds(self, batch: inputs.LineBatch, counts: Dict[str, int]):
         """The kinds one batch's columns need; counts its lines into `counts`."""

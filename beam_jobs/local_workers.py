@@ -48,9 +48,16 @@ _STOP_SECONDS = 10
 def _thread_names() -> Optional[List[str]]:
     """The process's native threads, by name (None where /proc cannot tell)."""
     try:
-        return [_read(f"/proc/self/task/{task}/comm") for task in os.listdir("/proc/self/task")]
+        tasks = os.listdir("/proc/self/task")
     except OSError:
         return None
+    names = []
+    for task in tasks:
+        try:
+            names.append(_read(f"/proc/self/task/{task}/comm"))
+        except OSError:  # the thread ended after the listing (gRPC's pool threads, say)
+            continue
+    return names
 
 
 def _read(path: str) -> str:

@@ -81,12 +81,12 @@ DEFAULT_PICKLE_LIBRARY = "cloudpickle"
 def parse(parser: argparse.ArgumentParser, argv):
     """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does.
 
-    The pipeline options default to --pickle_library=cloudpickle (DEFAULT_PICKLE_LIBRARY);
-    a --pickle_library flag given (dill, default) is used instead.
+    The pipeline options default to --pickle_library=cloudpickle (DEFAULT_PICKLE_LIBRARY),
+    put first so that a --pickle_library given (dill, default; abbreviated too) comes later
+    and wins.
     """
     known_args, pipeline_args = parser.parse_known_args(argv)
-    if not any(arg == "--pickle_library" or arg.startswith("--pickle_library=") for arg in pipeline_args):
-        pipeline_args = [*pipeline_args, f"--pickle_library={DEFAULT_PICKLE_LIBRARY}"]
+    pipeline_args = [f"--pickle_library={DEFAULT_PICKLE_LIBRARY}", *pipeline_args]
     # The code lives in an installed package, so workers import it: no main session to pickle.
     options = PipelineOptions(pipeline_args, save_main_session=False)
     # Recorded now: run summaries name the runner, and the portable runner clears the option.

@@ -229,13 +229,14 @@ def compute(source: Source, schema: Optional[schema_pb2.Schema], slice_by: Optio
 
 def build_summary(source: Source, schema, counts: Dict[str, int], statistics: Dict, found: Dict,
                   widened: List[str]) -> dict:
-    # CSV input is one split, whose rows the CSV parser counted; Examples are counted per split.
+    # CSV input is one split, whose rows the first pass counted: TFDV, fed by the second pass,
+    # must count as many (the two passes agree). Examples are counted per split as read.
     rows = ({split: counts.get("rows", 0) for split in source.splits} if source.kind == "csv" else
             {split: counts.get(f"rows.{split}", 0) for split in sorted(source.splits)})
     for split, stats in statistics.items():
         counted = stats_io.default_split(stats).datasets[0].num_examples if stats.datasets else 0
         if counted != rows[split]:
-            raise RuntimeError(f"split {split}: TFDV counted {counted} examples but {rows[split]} were read")
+            raise RuntimeError(f"split {split}: TFDV counted {counted} examples but {rows[split]} rows were read")
     summary = {"input_kind": source.kind, "files": {s: len(p) for s, p in sorted(source.splits.items())},
                "examples": rows}
     if source.kind == "csv":
@@ -246,6 +247,7 @@ def build_summary(source: Source, schema, counts: Dict[str, int], statistics: Di
             column_types={name: csv_batches.KIND_NAMES.get(kind, "NULL") for name, kind in sorted(
                 csv_batches.column_kinds(found, source.column_names, csv_batches.schema_kinds(schema)).items())},
             type_warnings=widened)
+        # Every line the first pass read is a header, blank, rejected or a row.
         accounted = summary["header_lines"] + summary["blank_lines"] + sum(rejected.values()) + sum(rows.values())
         if accounted != summary["lines_read"]:
             raise RuntimeError(f"counts do not reconcile: read {summary['lines_read']} lines but "

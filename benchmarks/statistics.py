@@ -18,8 +18,9 @@ process and its worker processes, sampled from /proc every 0.2 s (summed residen
 which counts the pages forked workers share with the launcher once per process, is printed
 beside it). Memory is not sampled in the timed rounds: reading a process's PSS walks its page
 tables under its memory-map lock, and that slowed the two-worker run, which has no core to
-spare, by about 0.5 s in 3.5 s. The two outputs are compared feature by feature (counts exactly; means,
-deviations, min, max within float32 rounding; string top values exactly). The last line printed is one JSON object:
+spare, by about 0.5 s in 3.5 s. The statistics of tfdv and ours from that last round are
+compared feature by feature (counts exactly; means, deviations, min, max within float32
+rounding; string top values exactly). The last line printed is one JSON object:
 ours_over_tfdv (wall-time ratio, lower is better), workers2_vs_1 (speed-up of 2 worker
 processes over 1), peak memory, and the raw figures.
 """

@@ -259,7 +259,7 @@ def test_num_shards_flag_accepts_a_count_or_auto_only(text, message):
 
 
 @pytest.mark.parametrize("given, expected", [([], "cloudpickle"), (["--pickle_library=dill"], "dill"),
-                                             (["--pickle_library", "default"], "default")])
+                                             (["--pickle_library", "default"], "default"), (["--pickle_lib=dill"], "dill")])
 def test_pipeline_options_pickle_with_cloudpickle_unless_told_otherwise(given, expected):
     import argparse
 

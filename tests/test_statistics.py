@@ -227,6 +227,24 @@ def _parsed(tmp_path, lines):
     return columns, letters
 
 
+def test_first_pass_adds_up_counts_and_kinds_over_the_batches_of_a_range(tmp_path):
+    path = tmp_path / "f.csv"
+    # Batches of 2 lines: [header, 1,x] [2,y, blank] [3.5,z, bad] [5,w, x,v].
+    path.write_bytes(b"a,b\n1,x\n2,y\n\n3.5,z\n4,only,three\n5,w\nx,v\n")
+    first_pass = csv_batches.ParseCsvLinesFn(["a", "b"], "test", batch_size=2)
+    first_pass.setup()
+    outputs = [(getattr(o, "tag", None), getattr(o, "value", o))
+               for o in first_pass.process(line_ranges.LineRange(str(path), 0, None, 1))]
+    assert [value for tag, value in outputs if tag == "counts"] == [
+        {"read": 8, "header": 1, "blank": 1, "rejected.wrong_field_count": 1, "rows": 5}]
+    assert [(letter["line"], letter["reason"]) for tag, letter in outputs if tag == "dead_letters"] == [
+        (6, "wrong_field_count")]
+    # One kinds dict for the range: the widest kind, then its earliest line (a: FLOAT at 5, BYTES at 8).
+    assert [value for tag, value in outputs if tag is None] == [
+        {"a": csv_batches.KindEvidence(csv_batches.BYTES, str(path), 8, "x"),
+         "b": csv_batches.KindEvidence(csv_batches.BYTES, str(path), 2, "x")}]
+
+
 def test_arrow_fast_path_and_line_by_line_path_agree(tmp_path):
     good = [b'1,"Checker Taxi, Inc.",x', b'2,"",', b'3,"say ""hi""",z', b"4,caf\xc3\xa9,"]
     fast, none = _parsed(tmp_path, good)
