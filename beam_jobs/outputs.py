@@ -65,12 +65,18 @@ def auto_num_shards(largest_split_bytes: int) -> int:
     return max(1, math.ceil(largest_split_bytes / SHARD_BYTES))
 
 
-def resolve_num_shards(args, job: str, largest_split_bytes: Callable[[], int]) -> int:
+def largest_split_bytes(example_bytes: int, split_ratios: Sequence[float]) -> int:
+    """Expected bytes of the largest split when `example_bytes` are split by `split_ratios`
+    (fractions, as splits.parse_ratios gives them)."""
+    return int(example_bytes * max(split_ratios))
+
+
+def resolve_num_shards(args, job: str, estimate_largest_split: Callable[[], int]) -> int:
     """`args.num_shards`, or for `auto` (None) auto_num_shards of the expected bytes of the
     largest split, stored back into `args` so the run summary records it. An estimate from the
     input files' sizes: the same input and flags give the same count on any runner."""
     if args.num_shards is None:
-        expected = largest_split_bytes()
+        expected = estimate_largest_split()
         args.num_shards = auto_num_shards(expected)
         logging.info("%s: --num_shards auto: %d file(s) per split (about %s bytes expected in the largest split)",
                      job, args.num_shards, f"{expected:,}")

@@ -245,11 +245,6 @@ def example_bytes_estimate(paths: Sequence[str], image_size: int) -> int:
     return int(drawings * (_EXAMPLE_BYTES_PER_PIXEL * image_size ** 2 + _EXAMPLE_BYTES_BESIDE_PIXELS))
 
 
-def largest_split_bytes(paths: Sequence[str], image_size: int, split_ratios: Sequence[float]) -> int:
-    """For --num_shards auto."""
-    return int(example_bytes_estimate(paths, image_size) * max(split_ratios))
-
-
 class DrawingsResult(NamedTuple):
     dead_letters: beam.PCollection  # dead letter dicts
     counts: beam.PCollection  # {name: n} dicts to sum
@@ -388,7 +383,8 @@ def run(argv=None) -> dict:
         features.LABELS_FILE, "samples.png", dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
-    outputs.resolve_num_shards(args, _JOB, lambda: largest_split_bytes(paths, args.image_size, args.split_ratios))
+    outputs.resolve_num_shards(args, _JOB, lambda: outputs.largest_split_bytes(
+        example_bytes_estimate(paths, args.image_size), args.split_ratios))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         to_examples = DrawingsToExamples(
             paths, directory=staged.staging_dir, temp_dir=staged.temp_dir, num_shards=args.num_shards, compression=args.compression,

@@ -239,7 +239,7 @@ def run(argv=None) -> dict:
     owned = [f"{split}-*-of-*.tfrecord*" for split in splits.SPLIT_NAMES] + [dead_letters.DEAD_LETTER_DIR + "/*"]
     logging.info("%s: reading %d file(s), %s bytes, into %s", _JOB, len(paths),
                  f"{inputs.total_size(paths):,}", args.output_dir)
-    outputs.resolve_num_shards(args, _JOB, lambda: int(example_bytes_estimate(paths) * max(args.split_ratios)))
+    outputs.resolve_num_shards(args, _JOB, lambda: outputs.largest_split_bytes(example_bytes_estimate(paths), args.split_ratios))
     with outputs.StagedOutput(args.output_dir, owned) as staged:
         to_examples = CsvToExamples(files, temp_dir=staged.temp_dir, types=types, split_key=args.split_key,
                                     split_ratios=args.split_ratios, num_shards=args.num_shards,

@@ -171,8 +171,8 @@ def child(variant: str, data: str, out: str, image_size: int, line_width: int) -
         plain_loop(paths, out, image_size, line_width)
     elif variant == "loop":
         os.makedirs(out)  # as many files as the job writes with its default --num_shards auto
-        fast_loop(paths, out, image_size, line_width, outputs.auto_num_shards(
-            quickdraw_to_tfrecord.largest_split_bytes(paths, image_size, (0.8, 0.1, 0.1))))
+        fast_loop(paths, out, image_size, line_width, outputs.auto_num_shards(outputs.largest_split_bytes(
+            quickdraw_to_tfrecord.example_bytes_estimate(paths, image_size), (0.8, 0.1, 0.1))))
     else:
         quickdraw_to_tfrecord.run(flags + workers)
     print(json.dumps({"seconds": time.perf_counter() - start}))
@@ -203,16 +203,13 @@ def timed_child(variant: str, data: str, out: str, args) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description="QuickDraw job benchmark")
     parser.add_argument("--drawings", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="Rounds of every variant, one after the other; each variant's best time counts.")
+    benchmarks.add_repeats_arg(parser)
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--line_width", type=int, default=1)
     parser.add_argument("--child", choices=_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     if args.child:
         return child(args.child, args.data, args.out, args.image_size, args.line_width)
     work = tempfile.mkdtemp(prefix="qd-bench-")

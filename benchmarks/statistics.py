@@ -183,13 +183,10 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--data", help="CSV to use (default: the sample replicated under /tmp).")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="Rounds of every variant, one after the other; each variant's best time counts.")
+    benchmarks.add_repeats_arg(parser)
     parser.add_argument("--_variant", choices=_VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     if args._variant:
         print(json.dumps(_measure(args._variant, args.data, args._out)))
         return {}

@@ -245,6 +245,7 @@ def test_num_shards_auto_is_the_count_for_the_largest_split():
         args = argparse.Namespace(num_shards=None)
         assert outputs.resolve_num_shards(args, "job", lambda: expected_bytes) == count
         assert args.num_shards == count  # what the run summary records
+    assert outputs.largest_split_bytes(1000, (0.1, 0.8, 0.1)) == 800  # the largest share, whichever split
 
 
 @pytest.mark.parametrize("text, message", [("0", "at least 1"), ("-2", "at least 1"), ("many", "whole number or 'auto'")])

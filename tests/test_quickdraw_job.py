@@ -242,7 +242,8 @@ def test_num_shards_auto_writes_what_the_same_count_given_explicitly_writes(tmp_
     paths = sorted(glob.glob(str(QUICKDRAW / "raw" / "*.ndjson")))
     # Files of a third of the largest split's estimated bytes (and a little more): three per split.
     monkeypatch.setattr(outputs, "SHARD_BYTES",
-                        quickdraw_to_tfrecord.largest_split_bytes(paths, 28, (0.8, 0.1, 0.1)) // 3 + 1)
+                        outputs.largest_split_bytes(quickdraw_to_tfrecord.example_bytes_estimate(paths, 28),
+                                                    (0.8, 0.1, 0.1)) // 3 + 1)
     auto = quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'auto'}"])
     given = quickdraw_to_tfrecord.run(flags + [f"--output_dir={tmp_path / 'given'}", "--num_shards=3"])
     assert auto["options"]["num_shards"] == given["options"]["num_shards"] == 3
