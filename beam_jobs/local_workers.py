@@ -4,7 +4,8 @@ With `--direct_running_mode=multi_processing`, the DirectRunner starts each work
 interpreter (`python -m apache_beam.runners.worker.sdk_worker_main`) that imports Beam, the
 job and its libraries again before it can work: about 1.5 s per worker for the QuickDraw
 job and 4 s with TensorFlow (TFDV, TFT), on jobs that take 10-20 s. Here the same number of
-workers is forked from the launcher just before the pipeline is built, and each runs the
+workers is forked from the launcher once the pipeline is built, as it starts to run (forked
+earlier, every page the building writes to would be copied first), and each runs the
 harness Beam's worker runs (`sdk_worker_main.create_harness`), joined to the runner as a
 Beam "external" worker over the Fn API: the same runner, protocol and process boundaries,
 without the second start-up.
@@ -38,6 +39,8 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.utils import thread_pool_executor
 from google.protobuf import json_format, text_format
+
+from beam_jobs import dofn_specs_memo
 
 _LOGGER = logging.getLogger(__name__)
 _DIRECT_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
@@ -183,20 +186,32 @@ class ForkedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
 
 
 class _ForkedWorkersRunner(fn_runner.FnApiRunner):
-    """The DirectRunner's FnApiRunner, whose multi_processing workers are the pool's: the
-    environment it would start as subprocesses becomes Beam's external environment."""
+    """The DirectRunner's FnApiRunner, whose multi_processing workers are forked from this
+    process once the pipeline is built (so that building it copies no page shared with them):
+    the environment it would start as subprocesses becomes Beam's external environment,
+    served by the pool."""
 
-    def __init__(self, pool_address: str, provision_info: fn_runner.ExtendedProvisionInfo):
+    def __init__(self, count: int, provision_info: fn_runner.ExtendedProvisionInfo):
         super().__init__(provision_info=provision_info)
-        self._pool_address = pool_address
+        self._count = count
 
     def run_via_runner_api(self, pipeline_proto, options):
-        for environment in pipeline_proto.components.environments.values():
-            if environment.urn == python_urns.SUBPROCESS_SDK:
-                environment.urn = common_urns.environments.EXTERNAL.urn
-                environment.payload = beam_runner_api_pb2.ExternalPayload(
-                    endpoint=endpoints_pb2.ApiServiceDescriptor(url=self._pool_address)).SerializeToString()
-        return super().run_via_runner_api(pipeline_proto, options)
+        reason = fork_unsafe_reason()
+        if reason:
+            _LOGGER.info("worker processes start as new interpreters: %s", reason)
+            return super().run_via_runner_api(pipeline_proto, options)
+        pool = ForkedWorkerPool(self._count, json_format.MessageToJson(self._provision_info.provision_info.pipeline_options))
+        _LOGGER.info("%d worker process(es) forked from this one for the DirectRunner's multi_processing mode",
+                     self._count)
+        try:
+            for environment in pipeline_proto.components.environments.values():
+                if environment.urn == python_urns.SUBPROCESS_SDK:
+                    environment.urn = common_urns.environments.EXTERNAL.urn
+                    environment.payload = beam_runner_api_pb2.ExternalPayload(
+                        endpoint=endpoints_pb2.ApiServiceDescriptor(url=pool.address)).SerializeToString()
+            return super().run_via_runner_api(pipeline_proto, options)
+        finally:
+            pool.close()
 
 
 @contextlib.contextmanager
@@ -208,12 +223,12 @@ def pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
     are frozen out of the garbage collector for the run (gc.freeze, as Python's documentation
     advises before a fork): each full collection would scan them all, 0.2-0.3 s, and in a
     forked worker touch, so copy, every page that holds one. A heap its caller froze is left
-    as it is."""
+    as it is. Beam's DoFn state specs are remembered meanwhile (dofn_specs_memo)."""
     owner = gc.get_freeze_count() == 0
     if owner:
         gc.freeze()
     try:
-        with _pipeline(pipeline_options) as built:
+        with dofn_specs_memo.installed(), _pipeline(pipeline_options) as built:
             yield built
     finally:
         if owner:
@@ -223,20 +238,12 @@ def pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
 @contextlib.contextmanager
 def _pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
     count = _worker_count(pipeline_options)
-    reason = fork_unsafe_reason() if count else None
-    if not count or reason:
-        if reason:
-            _LOGGER.info("worker processes start as new interpreters: %s", reason)
+    if not count:
         with beam.Pipeline(options=pipeline_options) as built:
             yield built
         return
     # As the DirectRunner builds its FnApiRunner: the options go to the workers this way.
     provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
         pipeline_options=JobServiceHandle.encode_pipeline_options(pipeline_options.get_all_options())))
-    pool = ForkedWorkerPool(count, json_format.MessageToJson(provision_info.provision_info.pipeline_options))
-    _LOGGER.info("%d worker process(es) forked from this one for the DirectRunner's multi_processing mode", count)
-    try:
-        with beam.Pipeline(runner=_ForkedWorkersRunner(pool.address, provision_info), options=pipeline_options) as built:
-            yield built
-    finally:
-        pool.close()
+    with beam.Pipeline(runner=_ForkedWorkersRunner(count, provision_info), options=pipeline_options) as built:
+        yield built

@@ -78,6 +78,27 @@ def add_shard_args(parser: argparse.ArgumentParser) -> None:
 DEFAULT_PICKLE_LIBRARY = "cloudpickle"
 
 
+class JobPipelineOptions(PipelineOptions):
+    """Beam's PipelineOptions, whose views (`view_as`) are built once per options class.
+
+    Beam builds a view anew on every call: a parser of every option it knows, which parses
+    the flags again (0.2 ms). Building a pipeline asks for one or two per transform: 320 for
+    the statistics job, 0.07 s of the launcher's time before any data is read. Every view
+    of one options object reads and writes the same values (Beam keeps them in one dict), so
+    one view per class is the same thing. Views are not pickled: Beam's __getstate__ may hand
+    on a copy of the values, which the views would not see.
+    """
+
+    def view_as(self, cls):
+        views = self.__dict__.setdefault("_views", {})  # PipelineOptions refuses other attributes
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        return views[cls]
+
+    def __getstate__(self):
+        return {name: value for name, value in super().__getstate__().items() if name != "_views"}
+
+
 def parse(parser: argparse.ArgumentParser, argv):
     """Splits argv into the job's flags and the pipeline options, as Beam's wordcount does.
 
@@ -88,7 +109,7 @@ def parse(parser: argparse.ArgumentParser, argv):
     known_args, pipeline_args = parser.parse_known_args(argv)
     pipeline_args = [f"--pickle_library={DEFAULT_PICKLE_LIBRARY}", *pipeline_args]
     # The code lives in an installed package, so workers import it: no main session to pickle.
-    options = PipelineOptions(pipeline_args, save_main_session=False)
+    options = JobPipelineOptions(pipeline_args, save_main_session=False)
     # Recorded now: run summaries name the runner, and the portable runner clears the option.
     known_args.runner = runner_name(options)
     return known_args, options

@@ -274,3 +274,28 @@ def test_pipeline_options_pickle_with_cloudpickle_unless_told_otherwise(given, e
     assert args.output_dir == "out"
     assert pipeline_options.view_as(SetupOptions).pickle_library == expected
     assert pipeline_options.view_as(SetupOptions).save_main_session is False
+
+
+def test_job_pipeline_options_views_are_built_once_and_read_and_write_the_same_values():
+    import pickle
+
+    from apache_beam.options.pipeline_options import (
+        DebugOptions, DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions)
+
+    from beam_jobs import options
+
+    flags = ["--runner=DirectRunner", "--direct_num_workers=2", "--experiments=a",
+             "--impersonate_service_account=someone@example.com"]
+    job, beams = options.JobPipelineOptions(flags), PipelineOptions(flags)
+    for cls in (StandardOptions, DirectOptions, DebugOptions, GoogleCloudOptions):
+        assert job.view_as(cls) is job.view_as(cls)
+        assert job.view_as(cls).get_all_options() == beams.view_as(cls).get_all_options()
+    job.view_as(DebugOptions).experiments = ["a", "beam_fn_api"]  # as Beam's runners do
+    assert job.view_as(DebugOptions).experiments == ["a", "beam_fn_api"]
+    assert job.get_all_options()["experiments"] == ["a", "beam_fn_api"]
+    # Pickled as Beam pickles options (without the impersonation), views not included.
+    copy = pickle.loads(pickle.dumps(job))
+    assert "_views" not in copy.__dict__
+    assert copy.view_as(GoogleCloudOptions).impersonate_service_account is None
+    assert copy.view_as(DirectOptions).direct_num_workers == 2
+    assert job.view_as(GoogleCloudOptions).impersonate_service_account == "someone@example.com"
