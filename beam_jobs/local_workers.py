@@ -40,7 +40,7 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.utils import thread_pool_executor
 from google.protobuf import json_format, text_format
 
-from beam_jobs import dofn_specs_memo
+from beam_jobs import beam_overheads
 
 _LOGGER = logging.getLogger(__name__)
 _DIRECT_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner")
@@ -223,12 +223,12 @@ def pipeline(pipeline_options: PipelineOptions) -> Iterator[beam.Pipeline]:
     are frozen out of the garbage collector for the run (gc.freeze, as Python's documentation
     advises before a fork): each full collection would scan them all, 0.2-0.3 s, and in a
     forked worker touch, so copy, every page that holds one. A heap its caller froze is left
-    as it is. Beam's DoFn state specs are remembered meanwhile (dofn_specs_memo)."""
+    as it is. Two of Beam's fixed costs are cut meanwhile (beam_overheads)."""
     owner = gc.get_freeze_count() == 0
     if owner:
         gc.freeze()
     try:
-        with dofn_specs_memo.installed(), _pipeline(pipeline_options) as built:
+        with beam_overheads.reduced(), _pipeline(pipeline_options) as built:
             yield built
     finally:
         if owner:

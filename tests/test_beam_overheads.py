@@ -1,5 +1,5 @@
-"""beam_jobs.dofn_specs_memo: the same answers as Beam's get_dofn_specs, computed once per
-DoFn object, and Beam's function back after the block."""
+"""beam_jobs.beam_overheads: the same answers as Beam's get_dofn_specs, computed once per
+DoFn object; state samplers with a shorter period; Beam's own code back after the block."""
 
 from unittest import mock
 
@@ -7,11 +7,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.runners import common
+from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import userstate
 from apache_beam.transforms.core import CallableWrapperDoFn
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.counters import CounterFactory
 
-from beam_jobs import dofn_specs_memo
+from beam_jobs import beam_overheads
 
 BAG = userstate.BagStateSpec("seen", VarIntCoder())
 TIMER = userstate.TimerSpec("flush", TimeDomain.WATERMARK)
@@ -59,7 +61,7 @@ DOFNS = [Stateful(), Plain(), HoldsABoundMethod(), CallableWrapperDoFn(lambda x:
 @pytest.mark.parametrize("dofn", DOFNS, ids=lambda dofn: type(dofn).__name__)
 def test_the_answers_are_beams(dofn):
     expected = userstate.get_dofn_specs(dofn)
-    with dofn_specs_memo.installed():
+    with beam_overheads.reduced():
         first, again = userstate.get_dofn_specs(dofn), userstate.get_dofn_specs(dofn)
         assert userstate.is_stateful_dofn(dofn) == bool(expected[0] or expected[1])
     assert first == again == expected
@@ -75,7 +77,7 @@ def test_the_expected_answers_are_not_empty_where_state_is_used():
 def test_each_dofn_is_inspected_once_and_callers_get_sets_of_their_own():
     one, other = Stateful(), Stateful()
     with mock.patch.object(common, "MethodWrapper", wraps=common.MethodWrapper) as inspected:
-        with dofn_specs_memo.installed():
+        with beam_overheads.reduced():
             specs = userstate.get_dofn_specs(one)
             per_dofn = inspected.call_count
             specs[0].clear()
@@ -88,28 +90,41 @@ def test_each_dofn_is_inspected_once_and_callers_get_sets_of_their_own():
 
 
 def test_an_invalid_dofn_fails_every_time():
-    with dofn_specs_memo.installed():
+    with beam_overheads.reduced():
         for _ in range(2):
             with pytest.raises(ValueError, match="duplicate"):
                 userstate.get_dofn_specs(DuplicatedState())
 
 
-def test_beams_function_is_back_after_the_block_even_nested_or_failed():
-    beams = userstate.get_dofn_specs
+def test_beams_code_is_back_after_the_block_even_nested_or_failed():
+    specs, sampler = userstate.get_dofn_specs, statesampler.StateSampler
     with pytest.raises(RuntimeError):
-        with dofn_specs_memo.installed():
-            memo = userstate.get_dofn_specs
-            assert memo is not beams
-            with dofn_specs_memo.installed():
-                assert userstate.get_dofn_specs is memo
-            assert userstate.get_dofn_specs is memo
+        with beam_overheads.reduced():
+            memo, shorter = userstate.get_dofn_specs, statesampler.StateSampler
+            assert memo is not specs and shorter is not sampler
+            with beam_overheads.reduced():
+                assert (userstate.get_dofn_specs, statesampler.StateSampler) == (memo, shorter)
+            assert (userstate.get_dofn_specs, statesampler.StateSampler) == (memo, shorter)
             raise RuntimeError("the pipeline failed")
-    assert userstate.get_dofn_specs is beams
+    assert (userstate.get_dofn_specs, statesampler.StateSampler) == (specs, sampler)
+
+
+def test_state_samplers_made_in_the_block_sample_more_often():
+    # As Beam's BundleProcessor makes its sampler: prefix and counters, the period by default.
+    with beam_overheads.reduced():
+        sampler = statesampler.StateSampler("fnapi-step-1", CounterFactory())
+        told = statesampler.StateSampler("fnapi-step-2", CounterFactory(), sampling_period_ms=500)
+    assert isinstance(sampler, statesampler.StateSampler)  # Beam's class, outside the block too
+    assert sampler.sampling_period_ms == beam_overheads.SAMPLING_PERIOD_MS == 20
+    assert told.sampling_period_ms == 500
+    assert statesampler.StateSampler("fnapi-step-3", CounterFactory()).sampling_period_ms == 200
+    sampler.start()  # and it samples and stops like Beam's
+    sampler.stop()
 
 
 def test_a_stateful_pipeline_runs_with_it(tmp_path):
     # Beam's stateful ParDo, built and run inside the block: the runner still sees the state.
-    with dofn_specs_memo.installed():
+    with beam_overheads.reduced():
         with beam.Pipeline() as pipeline:
             _ = (pipeline | beam.Create([("k", 3), ("k", 1), ("k", 2)]) | beam.ParDo(Stateful())
                  | beam.Map(lambda seen: (tmp_path / "seen").write_text(repr(seen))))
