@@ -51,6 +51,9 @@ DEFAULT_BATCH_SIZES = {"csv": 32768, "tfrecord": 4096}
 _CSV_CELLS_PER_BATCH = 1 << 22
 _TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfrecords", ".tfrecords.gz")
 _KINDS_FILE = "_column_kinds.json"
+# The transforms that read the input: with forked local workers, the stages that hold them
+# run on the workers and TFDV's many small stages after them in the launcher.
+BULK_TRANSFORMS = ("InputsToStatistics/CsvToRecordBatches[", "InputsToStatistics/ReadExamples[")
 
 
 class Source(NamedTuple):
@@ -199,7 +202,7 @@ def compute(source: Source, schema: Optional[schema_pb2.Schema], slice_by: Optio
     FileSystems.mkdirs(staged.staged_path(dead_letters.DEAD_LETTER_DIR))
     for split in source.splits:
         FileSystems.mkdirs(staged.staged_path(split))
-    with local_workers.pipeline(pipeline_options) as pipeline:
+    with local_workers.pipeline(pipeline_options, bulk=BULK_TRANSFORMS) as pipeline:
         result = pipeline | "InputsToStatistics" >> InputsToStatistics(
             source=source, schema=schema, slice_by=slice_by, batch_size=batch_size)
         for split, stats in result.statistics.items():

@@ -10,8 +10,10 @@ import sys
 import textwrap
 import threading
 
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
 from beam_jobs import local_workers, quickdraw_to_tfrecord
-from tests.conftest import QUICKDRAW, REPO
+from tests.conftest import QUICKDRAW, REPO, TAXI
 from tests.test_quickdraw_job import output_bytes
 
 FORKED = "worker process(es) forked from this one"
@@ -19,9 +21,22 @@ FALLBACK = "worker processes start as new interpreters"
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
-def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+# Run first by a script that must not fork: a gRPC server started and stopped, as a test
+# session or an earlier multi-process pipeline leaves it.
+GRPC_FIRST = """
+import logging, grpc
+from apache_beam.utils import thread_pool_executor
+logging.basicConfig(level=logging.INFO)
+server = grpc.server(thread_pool_executor.shared_unbounded_instance())
+server.add_insecure_port("localhost:0")
+server.start()
+server.stop(0)
+"""
+
+
+def run_python(code: str, timeout: int = 300, grpc_first: bool = False) -> subprocess.CompletedProcess:
+    script = (GRPC_FIRST if grpc_first else "") + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data):
@@ -38,20 +53,13 @@ def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data)
 
 def test_after_grpc_has_run_the_workers_are_beams_own(tmp_path):
     done = run_python(f"""
-        import logging, grpc
         import apache_beam as beam
         from apache_beam.options.pipeline_options import PipelineOptions
-        from apache_beam.utils import thread_pool_executor
         from beam_jobs import local_workers
-        logging.basicConfig(level=logging.INFO)
-        server = grpc.server(thread_pool_executor.shared_unbounded_instance())
-        server.add_insecure_port("localhost:0")
-        server.start()
-        server.stop(0)
         with local_workers.pipeline(PipelineOptions({TWO_WORKERS!r})) as pipeline:
             _ = (pipeline | beam.Create(range(1000)) | beam.Map(lambda x: x * x)
                  | beam.CombineGlobally(sum) | beam.Map(lambda total: open({str(tmp_path / 'sum')!r}, "w").write(str(total))))
-    """)
+    """, grpc_first=True)
     assert done.returncode == 0, done.stderr
     # gRPC's core threads, or the server's pool threads if those are gone by then, say so.
     assert (f"{FALLBACK}: gRPC was started in this process before" in done.stderr
@@ -149,3 +157,37 @@ def test_a_failed_run_unfreezes_and_a_callers_frozen_heap_is_left_frozen():
         assert gc.get_freeze_count() > 0  # the caller's freeze is the caller's to undo
     finally:
         gc.unfreeze()
+
+
+def _features_by_name(path) -> list:
+    """A statistics file's datasets with their features in name order (the order TFDV merges
+    them in depends on how the work was split)."""
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+    return [(dataset.name, dataset.num_examples, sorted(f.SerializeToString(deterministic=True) for f in dataset.features))
+            for dataset in stats.datasets]
+
+
+def test_statistics_job_runs_its_small_stages_in_the_launcher_and_agrees_with_beams_workers(tmp_path, shared_data):
+    examples = tmp_path / "examples"
+    quickdraw_to_tfrecord.run([f"--input={QUICKDRAW}/simplified/*.ndjson", f"--output_dir={examples}"])
+    inputs = {"csv": [f"--input={TAXI / 'data.csv'}"], "examples": [f"--examples_dir={examples}"]}
+    for name, flags in inputs.items():
+        forked = subprocess.run([sys.executable, "-m", "beam_jobs.statistics", *flags, *TWO_WORKERS,
+                                 f"--output_dir={tmp_path / name / 'forked'}"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert forked.returncode == 0, forked.stderr
+        assert f"2 {FORKED}" in forked.stderr
+        assert "other (small) stage(s) run in this process" in forked.stderr
+    # The reference: the same job on Beam's own worker processes (gRPC started first, so no fork).
+    beams = run_python(f"""
+        from beam_jobs import statistics
+        for name, flags in {inputs!r}.items():
+            statistics.run(flags + {TWO_WORKERS!r} + [f"--output_dir={tmp_path}/{{name}}/beams"])
+    """, grpc_first=True)
+    assert beams.returncode == 0, beams.stderr
+    assert FALLBACK in beams.stderr and FORKED not in beams.stderr
+    for name, splits in (("csv", ["all"]), ("examples", ["train", "eval", "test"])):
+        for split in splits:
+            ours = _features_by_name(tmp_path / name / "forked" / split / "statistics.pb")
+            assert ours == _features_by_name(tmp_path / name / "beams" / split / "statistics.pb")
+            assert ours[0][1] > 0 and len(ours[0][2]) > 3
