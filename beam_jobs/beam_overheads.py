@@ -16,7 +16,9 @@ their pipelines (`reduced()`, entered by local_workers.pipeline).
   finer; the thread wakes 50 times a second while a bundle runs.
 
 Only the process in the block and the workers forked from it are affected: Dataflow and
-Flink workers, and Beam's own worker processes, run Beam's code as it is.
+Flink workers, and Beam's own worker processes, run Beam's code as it is. The block is for one
+thread (the job's); a Beam module imported inside it that copies get_dofn_specs by name keeps
+the memo afterwards, which gives Beam's answers.
 """
 
 import contextlib

@@ -138,10 +138,13 @@ class ForkedWorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
             read_fd, write_fd = os.pipe()
             pid = os.fork()
             if pid == 0:
-                os.close(write_fd)
-                for _, other in self._idle:  # so that closing a pipe in the launcher reaches its child
-                    os.close(other)
-                _run_child(read_fd)
+                try:
+                    os.close(write_fd)
+                    for _, other in self._idle:  # so that closing a pipe in the launcher reaches its child
+                        os.close(other)
+                    _run_child(read_fd)
+                finally:
+                    os._exit(1)  # a child never returns into the launcher's code
             os.close(read_fd)
             self._idle.append((pid, write_fd))
             self._pids.append(pid)
@@ -192,54 +195,68 @@ class _ForkedWorkersRunner(fn_runner.FnApiRunner):
     """The DirectRunner's FnApiRunner, whose multi_processing workers are forked from this
     process once the pipeline is built (so that building it copies no page shared with them):
     the environment it would start as subprocesses becomes Beam's external environment,
-    served by the pool.
+    served by the pool. Where forking is not safe, it starts Beam's subprocess workers.
 
     With `bulk` (label prefixes of the transforms that do the job's work), every fused stage
-    that holds none of them runs in this process, in Beam's embedded environment as on one
-    worker: a small stage costs two gRPC round trips on two workers and about half as much
-    here (the statistics job's 19 small stages: 0.1 s of about 3 s)."""
+    of that environment that holds none of them runs in this process instead, in Beam's
+    embedded environment, as on one worker: a small stage costs two gRPC round trips and two
+    set-ups on two workers (the statistics job's 21 small stages: 0.1 s of about 3 s)."""
 
     def __init__(self, count: int, provision_info: fn_runner.ExtendedProvisionInfo, bulk: Tuple[str, ...]):
         super().__init__(provision_info=provision_info)
-        self._count, self._bulk, self._small_here = count, bulk, False
+        self._count, self._bulk = count, bulk
+        self._pool_payload: Optional[bytes] = None  # while the pool serves a run with `bulk`
 
     def run_via_runner_api(self, pipeline_proto, options):
         reason = fork_unsafe_reason()
         if reason:
             _LOGGER.info("worker processes start as new interpreters: %s", reason)
             return super().run_via_runner_api(pipeline_proto, options)
+        gc.freeze()  # what building the pipeline made, out of the children's collections too
         pool = ForkedWorkerPool(self._count, json_format.MessageToJson(self._provision_info.provision_info.pipeline_options))
         _LOGGER.info("%d worker process(es) forked from this one for the DirectRunner's multi_processing mode",
                      self._count)
+        payload = beam_runner_api_pb2.ExternalPayload(
+            endpoint=endpoints_pb2.ApiServiceDescriptor(url=pool.address)).SerializeToString()
         try:
             for environment in pipeline_proto.components.environments.values():
                 if environment.urn == python_urns.SUBPROCESS_SDK:
-                    environment.urn = common_urns.environments.EXTERNAL.urn
-                    environment.payload = beam_runner_api_pb2.ExternalPayload(
-                        endpoint=endpoints_pb2.ApiServiceDescriptor(url=pool.address)).SerializeToString()
-            if self._bulk:
-                pipeline_proto.components.environments[_HERE].CopyFrom(
-                    environments.EmbeddedPythonEnvironment.default().to_runner_api(None))
-                self._small_here = True
+                    environment.urn, environment.payload = common_urns.environments.EXTERNAL.urn, payload
+            self._pool_payload = payload if self._bulk else None
             return super().run_via_runner_api(pipeline_proto, options)
         finally:
-            self._small_here = False
+            self._pool_payload = None
             pool.close()
 
     def create_stages(self, pipeline_proto):
         context, stages = super().create_stages(pipeline_proto)
-        if self._small_here:
-            small = [stage for stage in stages
-                     if not any(t.unique_name.startswith(self._bulk) for t in stage.transforms)]
-            for stage in small:
-                stage.environment = _HERE
-            _LOGGER.info("the workers run the %d stage(s) holding %s; the %d other (small) stage(s) run in "
-                         "this process", len(stages) - len(small), " or ".join(f"{p}*" for p in self._bulk), len(small))
+        if self._pool_payload:
+            self._run_small_stages_here(context.components.environments, stages)
         return context, stages
 
+    def _run_small_stages_here(self, environments_by_id, stages) -> None:
+        pool_environments = {environment_id for environment_id, environment in environments_by_id.items()
+                             if environment.urn == common_urns.environments.EXTERNAL.urn
+                             and environment.payload == self._pool_payload}
+        movable = [stage for stage in stages if stage.environment is None or stage.environment in pool_environments]
+        small = [stage for stage in movable
+                 if not any(transform.unique_name.startswith(self._bulk) for transform in stage.transforms)]
+        named = " or ".join(f"{prefix}*" for prefix in self._bulk)
+        if len(small) == len(movable):
+            _LOGGER.warning("no stage holds a transform named %s: every stage runs on the workers", named)
+            return
+        environments_by_id[_HERE].CopyFrom(environments.EmbeddedPythonEnvironment.default().to_runner_api(None))
+        for stage in small:
+            stage.environment = _HERE
+        _LOGGER.info("the workers run the %d stage(s) holding %s; the %d other (small) stage(s) run in this process",
+                     len(stages) - len(small), named, len(small))
+
     def _execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):
-        if bundle_context_manager.stage.environment == _HERE:
-            bundle_context_manager.num_workers = 1  # one embedded worker, as on the one-worker runner
+        if bundle_context_manager.stage.environment == _HERE and bundle_context_manager.num_workers != 1:
+            # One worker, as on the one-worker runner. Beam's set-up may have made one embedded
+            # worker per worker already (for the stage's data endpoint): only the first is kept.
+            bundle_context_manager.num_workers = 1
+            bundle_context_manager._worker_handlers = bundle_context_manager.worker_handlers[:1]
         return super()._execute_bundle(runner_execution_context, bundle_context_manager, bundle_input)
 
 
@@ -255,6 +272,8 @@ def pipeline(pipeline_options: PipelineOptions, bulk: Sequence[str] = ()) -> Ite
     advises before a fork): each full collection would scan them all, 0.2-0.3 s, and in a
     forked worker touch, so copy, every page that holds one. A heap its caller froze is left
     as it is. Two of Beam's fixed costs are cut meanwhile (beam_overheads)."""
+    if isinstance(bulk, str):
+        raise TypeError("bulk: a sequence of label prefixes, not one string")
     owner = gc.get_freeze_count() == 0
     if owner:
         gc.freeze()

@@ -90,10 +90,11 @@ def test_each_dofn_is_inspected_once_and_callers_get_sets_of_their_own():
 
 
 def test_an_invalid_dofn_fails_every_time():
+    invalid = DuplicatedState()
     with beam_overheads.reduced():
         for _ in range(2):
             with pytest.raises(ValueError, match="duplicate"):
-                userstate.get_dofn_specs(DuplicatedState())
+                userstate.get_dofn_specs(invalid)
 
 
 def test_beams_code_is_back_after_the_block_even_nested_or_failed():

@@ -5,11 +5,13 @@ Each case runs in a fresh interpreter: whether forking is safe depends on what t
 did before (a pytest process may have started gRPC), and these tests must know which path ran.
 """
 
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 
+import pytest
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from beam_jobs import local_workers, quickdraw_to_tfrecord
@@ -177,7 +179,8 @@ def test_statistics_job_runs_its_small_stages_in_the_launcher_and_agrees_with_be
                                 cwd=REPO, capture_output=True, text=True, timeout=300)
         assert forked.returncode == 0, forked.stderr
         assert f"2 {FORKED}" in forked.stderr
-        assert "other (small) stage(s) run in this process" in forked.stderr
+        assert re.search(r"the workers run the [1-9]\d* stage\(s\) holding .*; the [1-9]\d* other \(small\) "
+                         r"stage\(s\) run in this process", forked.stderr), forked.stderr
     # The reference: the same job on Beam's own worker processes (gRPC started first, so no fork).
     beams = run_python(f"""
         from beam_jobs import statistics
@@ -191,3 +194,29 @@ def test_statistics_job_runs_its_small_stages_in_the_launcher_and_agrees_with_be
             ours = _features_by_name(tmp_path / name / "forked" / split / "statistics.pb")
             assert ours == _features_by_name(tmp_path / name / "beams" / split / "statistics.pb")
             assert ours[0][1] > 0 and len(ours[0][2]) > 3
+
+
+def test_bulk_names_that_match_no_stage_leave_every_stage_on_the_workers(tmp_path):
+    done = run_python(f"""
+        import logging
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from beam_jobs import local_workers
+        logging.basicConfig(level=logging.INFO)
+        with local_workers.pipeline(PipelineOptions({TWO_WORKERS!r}), bulk=["NoSuchTransform"]) as pipeline:
+            _ = (pipeline | beam.Create(range(100)) | beam.CombineGlobally(sum)
+                 | beam.Map(lambda total: open({str(tmp_path / 'sum')!r}, "w").write(str(total))))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert f"2 {FORKED}" in done.stderr
+    assert "no stage holds a transform named NoSuchTransform*: every stage runs on the workers" in done.stderr
+    assert "run in this process" not in done.stderr
+    assert (tmp_path / "sum").read_text() == str(sum(range(100)))
+
+
+def test_bulk_is_a_sequence_of_names_not_one_string():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    with pytest.raises(TypeError, match="not one string"):
+        with local_workers.pipeline(PipelineOptions([]), bulk="Read"):
+            pass
