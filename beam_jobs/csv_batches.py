@@ -156,18 +156,18 @@ class ParseCsvLinesFn(beam.DoFn):
     def process(self, line_range: line_ranges.LineRange):
         counts: Dict[str, int] = {}
         found: Dict[str, KindEvidence] = {}
-        for batch in line_ranges.iter_line_batches(line_range, self._batch_size):
-            kinds = yield from self._batch_kinds(batch, counts)
+        for block in line_ranges.iter_line_blocks(line_range, self._batch_size):
+            kinds = yield from self._batch_kinds(block, counts)
             found = widest([found, kinds])
         yield pvalue.TaggedOutput(self.COUNTS_TAG, counts)
         if found:
             yield found
 
-    def _batch_kinds(self, batch: inputs.LineBatch, counts: Dict[str, int]):
-        """The kinds one batch's columns need; counts its lines into `counts`."""
-        columns, numbers = yield from self._parse(batch, counts)
-        self._progress.add(len(batch.lines))
-        counts["read"] = counts.get("read", 0) + len(batch.lines)
+    def _batch_kinds(self, block: line_ranges.LineBlock, counts: Dict[str, int]):
+        """The kinds one block's columns need; counts its lines into `counts`."""
+        columns, numbers = yield from self._parse(block, counts)
+        self._progress.add(block.count)
+        counts["read"] = counts.get("read", 0) + block.count
         counts["rows"] = counts.get("rows", 0) + len(numbers)
         if not numbers:
             return {}
@@ -177,31 +177,30 @@ class ParseCsvLinesFn(beam.DoFn):
             if kind is not None:
                 at = numbers[index] if index is not None else numbers[0]
                 value = strings[index].as_py() if index is not None else ""
-                kinds[name] = KindEvidence(kind, batch.path, at, value)
+                kinds[name] = KindEvidence(kind, block.path, at, value)
         return kinds
 
-    def _parse(self, batch: inputs.LineBatch, counts: Dict[str, int]):
+    def _parse(self, block: line_ranges.LineBlock, counts: Dict[str, int]):
         """(columns, line numbers) of the good rows; yields dead letters on the way."""
-        lines, first = batch.lines, batch.first_line
-        if first == 1:
+        if block.first_line == 1:
             counts["header"] = 1
-            lines, first = lines[1:], 2
-        columns = self._parse_fast(lines)
-        if columns is not None:
-            return columns, range(first, first + len(lines))  # The common case: every line is a good row.
-        rows, numbers = yield from self._sort_out(batch.path, lines, first, counts)
+            block = block.without_first_line()
+        columns = self._parse_fast(block)
+        if columns is not None:  # The common case: every line is a good row.
+            return columns, range(block.first_line, block.first_line + block.count)
+        rows, numbers = yield from self._sort_out(block.path, block.lines(), block.first_line, counts)
         return {name: _nullable_strings(cells) for name, cells in zip(self._names, zip(*rows))}, numbers
 
 
-    def _parse_fast(self, lines: List[bytes]) -> Optional[Dict[str, pa.Array]]:
+    def _parse_fast(self, block: line_ranges.LineBlock) -> Optional[Dict[str, pa.Array]]:
         """All lines at once with Arrow's CSV reader (cells as strings, empty = null).
 
         None when some line needs the careful path: blank, not UTF-8, not one record with
         one field per column.
         """
-        if not lines:
+        if not block.count:
             return None
-        return csv_rows.arrow_parse_lines(b"\n".join(lines), len(lines), self._names, empty_as_null=True)
+        return csv_rows.arrow_parse_lines(block.data(), block.count, self._names, empty_as_null=True)
 
     def _reject(self, reason: str) -> None:
         self._rejections.inc(reason)
@@ -240,8 +239,8 @@ class ParseToRecordBatchFn(ParseCsvLinesFn):
         pass
 
     def process(self, line_range: line_ranges.LineRange, kinds: Dict[str, Optional[int]]):
-        for batch in line_ranges.iter_line_batches(line_range, self._batch_size):
-            parse = self._parse(batch, {})
+        for block in line_ranges.iter_line_blocks(line_range, self._batch_size):
+            parse = self._parse(block, {})
             while True:  # Dead letters were the first pass's to report: drop them here.
                 try:
                     next(parse)

@@ -123,13 +123,14 @@ def _parse_plain_lines(chunk: List[bytes], names: Sequence[str]) -> Optional[Dic
     return arrow_parse_lines(data, len(chunk), names, empty_as_null=False)
 
 
-def arrow_parse_lines(data: bytes, lines: int, names: Sequence[str], *, empty_as_null: bool) -> Optional[Dict[str, pa.Array]]:
-    """`lines` lines of CSV, each one record of len(names) fields, as string columns (an
+def arrow_parse_lines(data, lines: int, names: Sequence[str], *, empty_as_null: bool) -> Optional[Dict[str, pa.Array]]:
+    """`lines` lines of CSV in `data` (bytes or a memoryview, read without a copy), each one
+    record of len(names) fields, as string columns (an
     empty cell "" or null); None when Arrow's reader cannot read them so (a blank or bad
     line, not UTF-8, a lone CR), and the caller goes line by line."""
     try:
         table = pa_csv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(pa.py_buffer(data)),
             read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False),
             # A blank line is skipped, so the row count tells it apart from a row of empty cells.
             parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=True),

@@ -91,12 +91,16 @@ def fork_unsafe_reason() -> Optional[str]:
     return None
 
 
+def runs_locally(pipeline_options: PipelineOptions) -> bool:
+    """Whether these options run the pipeline on Beam's local DirectRunner."""
+    return pipeline_options.view_as(StandardOptions).runner in _DIRECT_RUNNERS
+
+
 def _worker_count(pipeline_options: PipelineOptions) -> int:
     """Workers to fork for these options: 0 unless the DirectRunner runs multi_processing
     (0 workers there means one per CPU, as in Beam)."""
     direct = pipeline_options.view_as(DirectOptions)
-    runner = pipeline_options.view_as(StandardOptions).runner
-    if runner not in _DIRECT_RUNNERS or direct.direct_running_mode != "multi_processing":
+    if not runs_locally(pipeline_options) or direct.direct_running_mode != "multi_processing":
         return 0
     return direct.direct_num_workers or os.cpu_count() or 1
 

@@ -31,9 +31,10 @@ Dataflow:
 """
 
 import argparse
+import contextlib
 import json
 import logging
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
@@ -43,8 +44,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from beam_jobs import csv_batches, dead_letters, inputs, line_ranges, local_workers, options, outputs, report, splits, stats_io
 
 _JOB = "statistics"
-# Rows per RecordBatch given to TFDV, by input kind: TFDV pays per batch and per accumulator
-# (its combine spreads batches over 128 keys), so CSV's narrow rows come in big batches, fewer
+# Rows per RecordBatch given to TFDV, by input kind: TFDV pays per batch (and on a cluster per
+# accumulator: its combine spreads batches over 128 keys), so CSV's narrow rows come in big batches, fewer
 # for a CSV so wide that a batch would hold more than _CSV_CELLS_PER_BATCH cells; Examples may
 # be wide (a QuickDraw image is 4,096 values), so theirs stay smaller.
 DEFAULT_BATCH_SIZES = {"csv": 32768, "tfrecord": 4096}
@@ -158,8 +159,9 @@ class InputsToStatistics(beam.PTransform):
                 batches = pipeline | f"ReadExamples[{split}]" >> tfxio.TFExampleRecord(
                     file_pattern=paths, telemetry_descriptors=[_JOB]).BeamSource(self._batch_size)
                 counts.append(batches | f"CountRows[{split}]" >> beam.Map(_count_rows, split))
-            statistics[split] = batches | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(
-                stats_options(self._schema, self._slice_by))
+            with without_hot_key_fanout(local_workers.runs_locally(pipeline.options)):
+                statistics[split] = batches | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(
+                    stats_options(self._schema, self._slice_by))
         if not letters:
             letters = [pipeline | "NoDeadLetters" >> beam.Create([])]
         return StatisticsResult(
@@ -168,6 +170,25 @@ class InputsToStatistics(beam.PTransform):
             tuple(counts) | "AllCounts" >> beam.Flatten(),
             kinds,
         )
+
+
+@contextlib.contextmanager
+def without_hot_key_fanout(local: bool) -> Iterator[None]:
+    """TFDV combines each slice's statistics with a hot-key fanout of 128: on a cluster, the
+    merge of that one big key is spread over workers. On the local runner (one or two
+    workers) the fanout only splits each bundle's statistics into one partial per batch,
+    each flushed, sent and merged at the end on one core. While TFDV builds its transform
+    for a local run, no fanout is added (Beam's `with_hot_key_fanout(None)`); a run on
+    another runner keeps TFDV's."""
+    if not local:
+        yield
+        return
+    fanout = beam.CombinePerKey.with_hot_key_fanout
+    beam.CombinePerKey.with_hot_key_fanout = lambda combine, _fanout: combine
+    try:
+        yield
+    finally:
+        beam.CombinePerKey.with_hot_key_fanout = fanout
 
 
 def _write_kinds(found: dict, path: str) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_metadata.proto.v0 import statistics_pb2
@@ -16,6 +17,7 @@ from beam_jobs import csv_batches, line_ranges, options, statistics, stats_io
 from tests.conftest import QUICKDRAW, TAXI
 
 TAXI_COLUMNS = 18
+BEAMS_FANOUT = beam.CombinePerKey.__dict__["with_hot_key_fanout"]
 
 
 def _feature(stats, name):
@@ -61,8 +63,8 @@ def test_line_ranges_cover_every_line_once_with_its_number(shared_data):
     ranges = line_ranges.plan([path], target_bytes=100_000)
     assert len(ranges) > 10 and ranges[0].start == 0 and ranges[-1].end is None
     assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
-    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 500)
-           for i, line in enumerate(batch.lines)]
+    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_blocks(r, 500)
+           for i, line in enumerate(batch.lines())]
     assert got == expected
 
 
@@ -73,8 +75,8 @@ def test_line_ranges_are_equal_across_chunks_and_lines_longer_than_a_range(tmp_p
     path.write_bytes(b"\n".join(lines) + b"\n")
     size, target = path.stat().st_size, 1000
     ranges = line_ranges.plan([str(path)], target_bytes=target)
-    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 64)
-           for i, line in enumerate(batch.lines)]
+    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_blocks(r, 64)
+           for i, line in enumerate(batch.lines())]
     assert got == list(enumerate(lines, start=1))
     # One cut per point k*size/parts, at the first newline after it; points inside the long
     # line (line 41) give one cut, after it.
@@ -91,9 +93,17 @@ def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart
         expected = [(number, line.rstrip(b"\r\n")) for number, line in enumerate(handle, start=1)]
     ranges = line_ranges.plan([str(path)], target_bytes=1000)
     assert len(ranges) > 20
-    got = [(batch.first_line + i, line) for r in ranges for batch in line_ranges.iter_line_batches(r, 64)
-           for i, line in enumerate(batch.lines)]
+    blocks = [block for r in ranges for block in line_ranges.iter_line_blocks(r, 64)]
+    got = [(block.first_line + i, line) for block in blocks for i, line in enumerate(block.lines())]
     assert got == expected
+    # Each block's bytes are its lines as in the file (CRs kept), joined by their newlines.
+    with open(path, "rb") as handle:
+        raw = handle.read().split(b"\n")
+    for block in blocks:
+        assert block.count == len(block.lines()) and 1 <= block.count <= 64
+        assert bytes(block.data()) == b"\n".join(raw[block.first_line - 1:block.first_line - 1 + block.count])
+    first = blocks[0].without_first_line()  # the header dropped, as the CSV passes do
+    assert (first.first_line, first.count, first.lines()) == (2, 63, [line for _, line in expected[1:64]])
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +279,20 @@ def test_a_csv_with_only_its_header_gives_zero_examples_not_an_error(tmp_path):
     assert summary["examples"] == {"all": 0}
     assert (summary["lines_read"], summary["header_lines"], summary["rejected"]) == (1, 1, {})
     assert summary["column_types"] == {"a": "NULL", "b": "NULL"}
+
+
+@pytest.mark.parametrize("runner, fanout", [("DirectRunner", False), ("FlinkRunner", True)])
+def test_tfdv_hot_key_fanout_is_kept_off_the_local_runner_only(shared_data, runner, fanout):
+    # Built, not run: which transforms TFDV's GenerateStatistics holds for each runner.
+    path = str(TAXI / "data.csv")
+    source = statistics.Source("csv", {stats_io.ALL_SPLIT: [path]}, csv_batches.common_header([path]))
+    pipeline = beam.Pipeline(options=PipelineOptions([f"--runner={runner}"]))
+    _ = pipeline | "InputsToStatistics" >> statistics.InputsToStatistics(source=source)
+    names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
+    combines = [n for n in names if n.endswith("/RunCombinerStatsGenerators[0]")]
+    fanned = [n for n in names if "RunCombinerStatsGenerators[0]/" in n and "PreCombineFn" in n]
+    assert len(combines) == 1 and bool(fanned) is fanout
+    assert beam.CombinePerKey.__dict__["with_hot_key_fanout"] is BEAMS_FANOUT  # Beam's own, after the build
 
 
 @pytest.mark.parametrize("columns, expected", [(["a", "b"], 32768), ([f"c{i}" for i in range(1000)], 4194)])
