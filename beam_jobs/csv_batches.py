@@ -196,9 +196,10 @@ class ParseCsvLinesFn(beam.DoFn):
         """All lines at once with Arrow's CSV reader (cells as strings, empty = null).
 
         None when some line needs the careful path: blank, not UTF-8, not one record with
-        one field per column.
+        one field per column, or holding a lone CR (Arrow's reader would end a row there, and a
+        blank line elsewhere in the block would leave the row count right).
         """
-        if not block.count:
+        if not block.count or block.has_lone_cr():
             return None
         return csv_rows.arrow_parse_lines(block.data(), block.count, self._names, empty_as_null=True)
 

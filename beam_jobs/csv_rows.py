@@ -21,7 +21,7 @@ import io
 import itertools
 import math
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -123,11 +123,11 @@ def _parse_plain_lines(chunk: List[bytes], names: Sequence[str]) -> Optional[Dic
     return arrow_parse_lines(data, len(chunk), names, empty_as_null=False)
 
 
-def arrow_parse_lines(data, lines: int, names: Sequence[str], *, empty_as_null: bool) -> Optional[Dict[str, pa.Array]]:
-    """`lines` lines of CSV in `data` (bytes or a memoryview, read without a copy), each one
-    record of len(names) fields, as string columns (an
-    empty cell "" or null); None when Arrow's reader cannot read them so (a blank or bad
-    line, not UTF-8, a lone CR), and the caller goes line by line."""
+def arrow_parse_lines(data: Union[bytes, memoryview], lines: int, names: Sequence[str], *,
+                      empty_as_null: bool) -> Optional[Dict[str, pa.Array]]:
+    """`lines` lines of CSV in `data` (read in place), each one record of len(names) fields,
+    as string columns (an empty cell "" or null); None when Arrow's reader cannot read them so
+    (a blank or bad line, not UTF-8, a lone CR), and the caller goes line by line."""
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(pa.py_buffer(data)),

@@ -84,10 +84,11 @@ def plan(paths: Sequence[str], target_bytes: int = DEFAULT_TARGET_BYTES) -> List
 
 class LineBlock(NamedTuple):
     """`count` consecutive lines of one file, the first numbered `first_line`: bytes
-    [start, end) of `buffer`, the lines as they are in the file, joined by their newlines.
-    Arrow's CSV reader takes them without a copy (`data()`); `lines()` splits them for the
-    line-by-line path. No line object is made otherwise: a range of 125,000 lines split
-    into bytes objects cost more than Arrow's parse of it."""
+    [start, end) of `buffer`, the lines joined by their newlines (as in the file, but for a
+    compressed file, whose lines come decompressed and CR-stripped). Arrow's CSV reader takes
+    them without a copy (`data()`); `lines()` splits them for the line-by-line path. No line
+    object is made otherwise: a range of 125,000 lines split into bytes objects cost more
+    than Arrow's parse of it."""
 
     path: str
     first_line: int
@@ -95,6 +96,9 @@ class LineBlock(NamedTuple):
     buffer: bytes
     start: int
     end: int
+
+    def __repr__(self) -> str:  # not the buffer: a range is megabytes
+        return f"LineBlock({self.path!r}, lines {self.first_line}-{self.first_line + self.count - 1})"
 
     def data(self) -> memoryview:
         return memoryview(self.buffer)[self.start:self.end]
@@ -106,6 +110,13 @@ class LineBlock(NamedTuple):
         lines = self.buffer[self.start:self.end].split(b"\n")
         return [line.rstrip(b"\r") for line in lines] if self.buffer.find(b"\r", self.start, self.end) >= 0 else lines
 
+    def has_lone_cr(self) -> bool:
+        """Whether a CR not followed by a newline is in the lines: Arrow's reader ends a row there."""
+        if self.buffer.find(b"\r", self.start, self.end) < 0:
+            return False
+        stop = min(self.end + 1, len(self.buffer))  # with the newline after the last line
+        return self.buffer.count(b"\r", self.start, stop) != self.buffer.count(b"\r\n", self.start, stop)
+
     def without_first_line(self) -> "LineBlock":
         newline = self.buffer.find(b"\n", self.start, self.end)
         start = self.end if newline < 0 else newline + 1
@@ -114,12 +125,12 @@ class LineBlock(NamedTuple):
 
 def iter_line_blocks(line_range: LineRange, batch_size: int = inputs.DEFAULT_BATCH_SIZE) -> Iterator[LineBlock]:
     """The range's lines in numbered blocks of `batch_size` lines."""
-    if line_range.start == 0 and line_range.end is None:
+    if line_range.path.endswith(_COMPRESSED):  # one range, read as the lines come
         for batch in inputs.iter_line_batches(line_range.path, batch_size):
             joined = b"\n".join(batch.lines)
             yield LineBlock(batch.path, batch.first_line, len(batch.lines), joined, 0, len(joined))
         return
-    # A cut range is about target_bytes long: read whole, its newlines found by numpy.
+    # A range is at most about target_bytes long: read whole, its newlines found by numpy.
     with FileSystems.open(line_range.path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.seek(line_range.start)
         data = handle.read() if line_range.end is None else handle.read(line_range.end - line_range.start)
@@ -133,7 +144,7 @@ def iter_line_blocks(line_range: LineRange, batch_size: int = inputs.DEFAULT_BAT
 
 
 def _newline_offsets(data: bytes) -> np.ndarray:
-    """Offsets of every newline in `data`, found _CHUNK_MASK bytes at a time into one reused mask."""
+    """Offsets of every newline in `data`, found _MASK_BYTES at a time into one reused mask."""
     view = np.frombuffer(data, np.uint8)
     is_newline = np.empty(min(len(view), _MASK_BYTES), dtype=bool)
     found = []

@@ -159,7 +159,7 @@ class InputsToStatistics(beam.PTransform):
                 batches = pipeline | f"ReadExamples[{split}]" >> tfxio.TFExampleRecord(
                     file_pattern=paths, telemetry_descriptors=[_JOB]).BeamSource(self._batch_size)
                 counts.append(batches | f"CountRows[{split}]" >> beam.Map(_count_rows, split))
-            with without_hot_key_fanout(local_workers.runs_locally(pipeline.options)):
+            with without_hot_key_fanout(local_workers.is_local_runner(pipeline.runner)):
                 statistics[split] = batches | f"GenerateStatistics[{split}]" >> tfdv.GenerateStatistics(
                     stats_options(self._schema, self._slice_by))
         if not letters:
@@ -178,17 +178,22 @@ def without_hot_key_fanout(local: bool) -> Iterator[None]:
     merge of that one big key is spread over workers. On the local runner (one or two
     workers) the fanout only splits each bundle's statistics into one partial per batch,
     each flushed, sent and merged at the end on one core. While TFDV builds its transform
-    for a local run, no fanout is added (Beam's `with_hot_key_fanout(None)`); a run on
-    another runner keeps TFDV's."""
+    for a local run, no fanout is added (as Beam's `with_hot_key_fanout(None)`): Beam's
+    method is replaced for the whole process meanwhile, so no other thread may build a
+    pipeline then. A run on another runner keeps TFDV's fanout."""
     if not local:
         yield
         return
-    fanout = beam.CombinePerKey.with_hot_key_fanout
-    beam.CombinePerKey.with_hot_key_fanout = lambda combine, _fanout: combine
+    beams = beam.CombinePerKey.__dict__["with_hot_key_fanout"]
+    beam.CombinePerKey.with_hot_key_fanout = _without_fanout
     try:
         yield
     finally:
-        beam.CombinePerKey.with_hot_key_fanout = fanout
+        beam.CombinePerKey.with_hot_key_fanout = beams
+
+
+def _without_fanout(combine: beam.CombinePerKey, fanout) -> beam.CombinePerKey:
+    return combine
 
 
 def _write_kinds(found: dict, path: str) -> None:

@@ -5,6 +5,7 @@ Each case runs in a fresh interpreter: whether forking is safe depends on what t
 did before (a pytest process may have started gRPC), and these tests must know which path ran.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def test_forked_workers_write_the_bytes_one_worker_writes(tmp_path, shared_data)
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"2 {FORKED}" in done.stderr
+    assert "Discarding unparseable args" not in done.stderr  # the workers' report of Beam's own flags
     one, forked = output_bytes(tmp_path / "one"), output_bytes(tmp_path / "forked")
     assert sum(name.endswith(".tfrecord") for name in one) == 6 and one == forked
 
@@ -194,6 +196,42 @@ def test_statistics_job_runs_its_small_stages_in_the_launcher_and_agrees_with_be
             ours = _features_by_name(tmp_path / name / "forked" / split / "statistics.pb")
             assert ours == _features_by_name(tmp_path / name / "beams" / split / "statistics.pb")
             assert ours[0][1] > 0 and len(ours[0][2]) > 3
+
+
+def test_the_next_stage_reads_the_workers_outputs_in_the_same_order_whichever_finishes_first(tmp_path):
+    # Eight numbers reshuffled to the two workers (the runner deals them out alternately:
+    # 0 2 4 6 to one, 1 3 5 7 to the other); one worker is slowed, then the other. A single
+    # key's group lists its values in the order the stage's input got them.
+    done = run_python(f"""
+        import logging
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from beam_jobs import local_workers
+
+        logging.basicConfig(level=logging.INFO)
+
+        def slowed(number, parity):  # functions of a script: they import what they use
+            import time
+            if number % 2 == parity:
+                time.sleep(0.3)
+            return ("key", number)
+
+        def write(group, path):
+            import json
+            with open(path, "w") as handle:
+                handle.write(json.dumps(list(group[1])))
+
+        for parity in (0, 1):
+            with local_workers.pipeline(PipelineOptions({TWO_WORKERS!r})) as pipeline:
+                _ = (pipeline | beam.Create(range(8)) | beam.Map(slowed, parity) | beam.GroupByKey()
+                     | beam.Map(write, "{tmp_path}/order%d" % parity))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert f"2 {FORKED}" in done.stderr
+    orders = [json.loads((tmp_path / f"order{parity}").read_text()) for parity in (0, 1)]
+    assert orders[0] == orders[1] and sorted(orders[0]) == list(range(8))
+    halves = {tuple(sorted(orders[0][:4])), tuple(sorted(orders[0][4:]))}
+    assert halves == {(0, 2, 4, 6), (1, 3, 5, 7)}  # each worker's part whole, the parts in a fixed order
 
 
 def test_bulk_names_that_match_no_stage_leave_every_stage_on_the_workers(tmp_path):

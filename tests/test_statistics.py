@@ -1,5 +1,6 @@
 """The statistics job: CSV typing, dead letters, splits of an ingest job, slices, on real data."""
 
+import gzip
 import json
 import logging
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.flink_runner import FlinkRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from tensorflow_metadata.proto.v0 import statistics_pb2
@@ -70,6 +72,7 @@ def test_line_ranges_cover_every_line_once_with_its_number(shared_data):
 
 def test_line_ranges_are_equal_across_chunks_and_lines_longer_than_a_range(tmp_path, monkeypatch):
     monkeypatch.setattr(line_ranges, "_CHUNK", 64)  # every read crosses lines, every cut crosses reads
+    monkeypatch.setattr(line_ranges, "_MASK_BYTES", 7)  # and newlines are found 7 bytes at a time
     lines = [b"%d,%s" % (i, b"y" * (5000 if i == 40 else i % 13)) for i in range(400)]
     path = tmp_path / "long.csv"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -86,9 +89,11 @@ def test_line_ranges_are_equal_across_chunks_and_lines_longer_than_a_range(tmp_p
     assert [r.start for r in ranges] == [0] + expected_starts
 
 
-def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart(tmp_path):
+def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(line_ranges, "_MASK_BYTES", 100)  # newlines found across many mask chunks
+    content = b"a,b\r\n" + b"".join(b"%d,x\r\n" % i if i % 7 else b"\n" for i in range(3000)) + b"9,end"
     path = tmp_path / "mixed.csv"
-    path.write_bytes(b"a,b\r\n" + b"".join(b"%d,x\r\n" % i if i % 7 else b"\n" for i in range(3000)) + b"9,end")
+    path.write_bytes(content)
     with open(path, "rb") as handle:
         expected = [(number, line.rstrip(b"\r\n")) for number, line in enumerate(handle, start=1)]
     ranges = line_ranges.plan([str(path)], target_bytes=1000)
@@ -96,6 +101,13 @@ def test_line_ranges_keep_crlf_blank_lines_and_a_last_line_without_newline_apart
     blocks = [block for r in ranges for block in line_ranges.iter_line_blocks(r, 64)]
     got = [(block.first_line + i, line) for block in blocks for i, line in enumerate(block.lines())]
     assert got == expected
+    # One range for the whole file, and a compressed file (read as its lines come): the same lines.
+    whole = [block for block in line_ranges.iter_line_blocks(line_ranges.LineRange(str(path), 0, None, 1), 64)]
+    (tmp_path / "mixed.csv.gz").write_bytes(gzip.compress(content))
+    packed = list(line_ranges.iter_line_blocks(line_ranges.LineRange(str(tmp_path / "mixed.csv.gz"), 0, None, 1), 64))
+    for found in (whole, packed):
+        assert [(block.first_line + i, line) for block in found for i, line in enumerate(block.lines())] == expected
+    assert not any(block.has_lone_cr() for block in blocks + whole)  # CRLF and a last line without one
     # Each block's bytes are its lines as in the file (CRs kept), joined by their newlines.
     with open(path, "rb") as handle:
         raw = handle.read().split(b"\n")
@@ -266,6 +278,15 @@ def test_arrow_fast_path_and_line_by_line_path_agree(tmp_path):
     assert [(l["line"], l["reason"]) for l in letters] == [(4, "wrong_field_count")]
 
 
+def test_a_lone_cr_and_a_blank_line_in_one_block_go_line_by_line(tmp_path):
+    # Arrow's reader would end a row at the lone CR and skip the blank line: the right row
+    # count, with rows on the wrong lines. Line by line, line 2 is a dead letter (csv's reader
+    # refuses a newline inside an unquoted field) and the blank line 3 is counted.
+    columns, letters = _parsed(tmp_path, [b"1,x,y\r2,y,z", b"", b"3,w,v"])
+    assert columns == {"a": ["3"], "b": ["w"], "c": ["v"]}
+    assert [(letter["line"], letter["reason"]) for letter in letters] == [(2, "bad_csv")]
+
+
 def test_same_input_gives_the_same_bytes(data2_stats, tmp_path):
     _, first = data2_stats
     statistics.run([f"--input={TAXI / 'data2.csv'}", f"--output_dir={tmp_path}"])
@@ -281,18 +302,32 @@ def test_a_csv_with_only_its_header_gives_zero_examples_not_an_error(tmp_path):
     assert summary["column_types"] == {"a": "NULL", "b": "NULL"}
 
 
-@pytest.mark.parametrize("runner, fanout", [("DirectRunner", False), ("FlinkRunner", True)])
+@pytest.mark.parametrize("runner, fanout", [
+    ("DirectRunner", False), ("BundleBasedDirectRunner", False), ("FlinkRunner", True),
+    (FlinkRunner(), True),  # a runner object with no --runner flag: the flag alone would say local
+])
 def test_tfdv_hot_key_fanout_is_kept_off_the_local_runner_only(shared_data, runner, fanout):
     # Built, not run: which transforms TFDV's GenerateStatistics holds for each runner.
     path = str(TAXI / "data.csv")
     source = statistics.Source("csv", {stats_io.ALL_SPLIT: [path]}, csv_batches.common_header([path]))
-    pipeline = beam.Pipeline(options=PipelineOptions([f"--runner={runner}"]))
+    if isinstance(runner, str):
+        pipeline = beam.Pipeline(options=PipelineOptions([f"--runner={runner}"]))
+    else:
+        pipeline = beam.Pipeline(runner=runner, options=PipelineOptions())
     _ = pipeline | "InputsToStatistics" >> statistics.InputsToStatistics(source=source)
     names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
     combines = [n for n in names if n.endswith("/RunCombinerStatsGenerators[0]")]
     fanned = [n for n in names if "RunCombinerStatsGenerators[0]/" in n and "PreCombineFn" in n]
     assert len(combines) == 1 and bool(fanned) is fanout
     assert beam.CombinePerKey.__dict__["with_hot_key_fanout"] is BEAMS_FANOUT  # Beam's own, after the build
+
+
+def test_the_fanout_is_beams_again_when_building_fails():
+    with pytest.raises(RuntimeError):
+        with statistics.without_hot_key_fanout(True):
+            assert beam.CombinePerKey(sum).with_hot_key_fanout(fanout=4).__class__ is beam.CombinePerKey
+            raise RuntimeError("TFDV's expand failed")
+    assert beam.CombinePerKey.__dict__["with_hot_key_fanout"] is BEAMS_FANOUT
 
 
 @pytest.mark.parametrize("columns, expected", [(["a", "b"], 32768), ([f"c{i}" for i in range(1000)], 4194)])
