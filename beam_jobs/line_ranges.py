@@ -108,14 +108,17 @@ class LineBlock(NamedTuple):
         if not self.count:
             return []
         lines = self.buffer[self.start:self.end].split(b"\n")
-        return [line.rstrip(b"\r") for line in lines] if self.buffer.find(b"\r", self.start, self.end) >= 0 else lines
+        return [line.rstrip(b"\r") for line in lines] if self._holds_cr() else lines
 
     def has_lone_cr(self) -> bool:
         """Whether a CR not followed by a newline is in the lines: Arrow's reader ends a row there."""
-        if self.buffer.find(b"\r", self.start, self.end) < 0:
+        if not self._holds_cr():
             return False
         stop = min(self.end + 1, len(self.buffer))  # with the newline after the last line
         return self.buffer.count(b"\r", self.start, stop) != self.buffer.count(b"\r\n", self.start, stop)
+
+    def _holds_cr(self) -> bool:
+        return self.buffer.find(b"\r", self.start, self.end) >= 0
 
     def without_first_line(self) -> "LineBlock":
         newline = self.buffer.find(b"\n", self.start, self.end)

@@ -33,6 +33,7 @@ import traceback
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+from apache_beam.metrics import monitoring_infos
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, beam_runner_api_pb2, endpoints_pb2
@@ -40,7 +41,6 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.direct import direct_runner
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
-from apache_beam.metrics import monitoring_infos
 from apache_beam.transforms import environments
 from apache_beam.utils import thread_pool_executor
 from google.protobuf import json_format, text_format
